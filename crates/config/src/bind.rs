@@ -1,0 +1,105 @@
+use std::fmt;
+
+use crate::{ConfigError, Source};
+
+/// One listening address, as given (host names are resolved when binding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Tcp { host: String, port: u16 },
+}
+
+impl Bind {
+    /// gunicorn's forms: `HOST:PORT`, `[V6]:PORT`, `HOST` (port 8000), `:PORT` (all IPv4).
+    pub fn parse(s: &str, source: Source) -> Result<Bind, ConfigError> {
+        let err = |reason: &str| ConfigError {
+            setting: "bind",
+            value: s.to_string(),
+            origin: source.clone(),
+            reason: reason.into(),
+        };
+        if s.starts_with("unix:") || s.starts_with("fd://") {
+            return Err(err(
+                "unix sockets are not supported yet; bind a TCP address such as 127.0.0.1:8000",
+            ));
+        }
+        let s2 = s.strip_prefix("tcp://").unwrap_or(s);
+        let (host, port) = if let Some(rest) = s2.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| err("missing `]` after an IPv6 address"))?;
+            match after {
+                "" => (h, None),
+                p => (
+                    h,
+                    Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| err("expected `:PORT` after `]`"))?,
+                    ),
+                ),
+            }
+        } else if s2.matches(':').count() > 1 {
+            return Err(err("write IPv6 addresses in brackets, e.g. [::1]:8000"));
+        } else {
+            match s2.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s2, None),
+            }
+        };
+        let port = match port {
+            None => 8000,
+            Some(p) => {
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(err("the port must be a number from 0 to 65535"));
+                }
+                p.parse::<u16>()
+                    .map_err(|_| err("the port must be a number from 0 to 65535"))?
+            }
+        };
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        Ok(Bind::Tcp {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Bind::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let ok = [
+            ("127.0.0.1:8000", "127.0.0.1", 8000),
+            ("localhost", "localhost", 8000),
+            (":9000", "0.0.0.0", 9000),
+            ("[::1]:0", "::1", 0),
+            ("[::]", "::", 8000),
+            ("tcp://0.0.0.0:80", "0.0.0.0", 80),
+        ];
+        for (s, host, port) in ok {
+            assert_eq!(
+                Bind::parse(s, Source::Default).unwrap(),
+                Bind::Tcp {
+                    host: host.into(),
+                    port
+                },
+                "{s}"
+            );
+        }
+        for s in [
+            "1.2.3.4:", "h:70000", "h:-1", "::1:80", "[::1", "[::1]80", "unix:/x",
+        ] {
+            assert!(Bind::parse(s, Source::Default).is_err(), "{s}");
+        }
+    }
+}

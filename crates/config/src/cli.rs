@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+
+use clap::Parser;
+use ferricorn_signals::ExitRule;
+
+/// The command line. Flag names are gunicorn's wherever gunicorn has the setting, so
+/// a Procfile line written for gunicorn keeps working.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ferricorn",
+    version,
+    about = "A prefork WSGI server with a documented signal and exit-status contract"
+)]
+pub struct Cli {
+    /// The WSGI app: MODULE:CALLABLE, MODULE:factory(), MODULE:factory('arg', 2), or MODULE (meaning MODULE:application).
+    #[arg(value_name = "APP_MODULE")]
+    pub app: String,
+
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST. Repeatable. Default 127.0.0.1:8000, or 0.0.0.0:$PORT when PORT is set.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    pub bind: Vec<String>,
+
+    /// listen() backlog of each socket.
+    #[arg(long, default_value_t = 2048, value_name = "INT")]
+    pub backlog: i32,
+
+    /// Number of worker processes. Default $WEB_CONCURRENCY, else 1.
+    #[arg(short = 'w', long = "workers", value_name = "INT")]
+    pub workers: Option<String>,
+
+    /// Seconds workers get to finish in-flight requests after a graceful stop before they are killed.
+    #[arg(
+        long = "graceful-timeout",
+        default_value_t = 25.0,
+        value_name = "SECONDS"
+    )]
+    pub graceful_timeout: f64,
+
+    /// Seconds an idle keep-alive connection is kept open (above the 90 s that load balancers such as Heroku's router keep idle connections).
+    #[arg(long = "keep-alive", default_value_t = 100.0, value_name = "SECONDS")]
+    pub keep_alive: f64,
+
+    /// How the master exits after SIGTERM: `signal` (die by SIGTERM: a shell reads 143) or an exit code 0-255 (`0` is gunicorn's behaviour).
+    #[arg(long = "term-exit", value_name = "signal|N", value_parser = parse_exit_rule)]
+    pub term_exit: Option<ExitRule>,
+
+    /// How the master exits after SIGINT: `signal` (130) or an exit code 0-255.
+    #[arg(long = "int-exit", value_name = "signal|N", value_parser = parse_exit_rule)]
+    pub int_exit: Option<ExitRule>,
+
+    /// How the master exits after SIGQUIT: `signal` (131) or an exit code 0-255.
+    #[arg(long = "quit-exit", value_name = "signal|N", value_parser = parse_exit_rule)]
+    pub quit_exit: Option<ExitRule>,
+
+    /// Change to this directory before loading the app (it is put first on sys.path).
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Comma-separated directories to put on sys.path before the app directory.
+    #[arg(long, value_name = "DIRS")]
+    pub pythonpath: Vec<String>,
+
+    /// Error log level: debug, info, warning, error, critical.
+    #[arg(long = "log-level", default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+fn parse_exit_rule(s: &str) -> Result<ExitRule, String> {
+    s.parse::<ExitRule>().map_err(|e| e.to_string())
+}

@@ -1,0 +1,251 @@
+//! ferricorn's settings: parsed from the command line (gunicorn's flag names) and
+//! the environment gunicorn honours (`PORT`, `WEB_CONCURRENCY`), validated into one
+//! [`Config`] before anything binds.
+//!
+//! Every error names the setting, the value, where the value came from and why it
+//! is refused, on one line.
+
+mod bind;
+mod cli;
+mod error;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use bind::Bind;
+pub use cli::Cli;
+pub use error::{ConfigError, Source};
+use ferricorn_signals::{Policy, Signal};
+use log::LevelFilter;
+
+/// Validated settings; everything downstream reads only this.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `MODULE:CALLABLE`, `MODULE:factory(args)` or `MODULE`, as given.
+    pub app: String,
+    pub binds: Vec<Bind>,
+    pub backlog: i32,
+    pub workers: u32,
+    pub graceful_timeout: Duration,
+    pub keepalive: Duration,
+    pub policy: Policy,
+    pub chdir: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub log_level: LevelFilter,
+}
+
+/// Where environment variables come from (the process environment in production,
+/// a fixed list in tests).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    }
+}
+
+impl Config {
+    /// Merge the parsed command line with the environment: a flag wins over the
+    /// environment, which wins over the default, as in gunicorn.
+    pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {
+        let binds = if !cli.bind.is_empty() {
+            cli.bind
+                .iter()
+                .map(|b| Bind::parse(b, Source::Flag("--bind")))
+                .collect::<Result<_, _>>()?
+        } else if let Some(port) = env.var("PORT") {
+            // As gunicorn: PORT (even empty) means 0.0.0.0:$PORT, validated here.
+            vec![Bind::parse(&format!("0.0.0.0:{port}"), Source::Env("PORT"))
+                .map_err(|e| e.with_value(&port).with_setting("bind"))?]
+        } else {
+            vec![Bind::parse("127.0.0.1:8000", Source::Default)?]
+        };
+
+        let workers = match (cli.workers, env.var("WEB_CONCURRENCY")) {
+            (Some(w), _) => positive("workers", &w, Source::Flag("--workers"))?,
+            (None, Some(w)) => positive("workers", &w, Source::Env("WEB_CONCURRENCY"))?,
+            (None, None) => 1,
+        };
+
+        let mut policy = Policy::default();
+        for (sig, rule) in [
+            (Signal::SIGTERM, cli.term_exit),
+            (Signal::SIGINT, cli.int_exit),
+            (Signal::SIGQUIT, cli.quit_exit),
+        ] {
+            if let Some(rule) = rule {
+                policy.set_exit(sig, rule);
+            }
+        }
+
+        let log_level = ferricorn_log::parse_level(&cli.log_level).ok_or_else(|| ConfigError {
+            setting: "loglevel",
+            value: cli.log_level.clone(),
+            origin: Source::Flag("--log-level"),
+            reason: "expected one of debug, info, warning, error, critical".into(),
+        })?;
+
+        if cli.app.trim().is_empty() {
+            return Err(ConfigError {
+                setting: "wsgi_app",
+                value: cli.app,
+                origin: Source::Flag("APP_MODULE"),
+                reason: "expected MODULE:CALLABLE".into(),
+            });
+        }
+
+        Ok(Config {
+            app: cli.app,
+            binds,
+            backlog: cli.backlog,
+            workers,
+            graceful_timeout: Duration::from_secs_f64(cli.graceful_timeout),
+            keepalive: Duration::from_secs_f64(cli.keep_alive),
+            policy,
+            chdir: cli.chdir,
+            pythonpath: cli
+                .pythonpath
+                .iter()
+                .flat_map(|p| p.split(','))
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+            log_level,
+        })
+    }
+}
+
+fn positive(setting: &'static str, value: &str, source: Source) -> Result<u32, ConfigError> {
+    let err = |reason: &str| ConfigError {
+        setting,
+        value: value.to_string(),
+        origin: source.clone(),
+        reason: reason.into(),
+    };
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| err("expected a positive integer"))?;
+    if n == 0 {
+        return Err(err(
+            "expected a positive integer (a master with no workers serves nothing)",
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use ferricorn_signals::{Exit, ExitRule};
+
+    struct Vars(&'static [(&'static str, &'static str)]);
+    impl Env for Vars {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn resolve(
+        args: &[&str],
+        env: &'static [(&'static str, &'static str)],
+    ) -> Result<Config, ConfigError> {
+        let mut argv = vec!["ferricorn"];
+        argv.extend_from_slice(args);
+        Config::resolve(Cli::try_parse_from(argv).expect("cli parses"), &Vars(env))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(&["app:app"], &[]).unwrap();
+        assert_eq!(
+            c.binds,
+            vec![Bind::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8000
+            }]
+        );
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.graceful_timeout, Duration::from_secs(25));
+        assert_eq!(
+            c.policy.exit_for(Signal::SIGTERM, false),
+            Exit::Signal(Signal::SIGTERM)
+        );
+    }
+
+    #[test]
+    fn port_and_web_concurrency_as_gunicorn() {
+        let c = resolve(&["app"], &[("PORT", "5000"), ("WEB_CONCURRENCY", "3")]).unwrap();
+        assert_eq!(
+            c.binds,
+            vec![Bind::Tcp {
+                host: "0.0.0.0".into(),
+                port: 5000
+            }]
+        );
+        assert_eq!(c.workers, 3);
+        // Flags win over the environment.
+        let c = resolve(
+            &["-b", "[::1]:9", "-w", "2", "app"],
+            &[("PORT", "5000"), ("WEB_CONCURRENCY", "3")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.binds,
+            vec![Bind::Tcp {
+                host: "::1".into(),
+                port: 9
+            }]
+        );
+        assert_eq!(c.workers, 2);
+    }
+
+    #[test]
+    fn errors_name_setting_value_and_source() {
+        let cases: &[(&[&str], &'static [(&str, &str)], &str)] = &[
+            (&["app"], &[("WEB_CONCURRENCY", "abc")], "invalid value `abc` for `workers` (from environment variable WEB_CONCURRENCY): expected a positive integer"),
+            (&["-w", "0", "app"], &[], "invalid value `0` for `workers` (from --workers)"),
+            (&["app"], &[("PORT", "")], "invalid value `` for `bind` (from environment variable PORT)"),
+            (&["app"], &[("PORT", "99999")], "invalid value `99999` for `bind` (from environment variable PORT)"),
+            (&["-b", "unix:/tmp/x", "app"], &[], "invalid value `unix:/tmp/x` for `bind` (from --bind): unix sockets are not supported yet"),
+            (&["--log-level", "loud", "app"], &[], "invalid value `loud` for `loglevel`"),
+        ];
+        for (args, env, want) in cases {
+            let err = resolve(args, env).unwrap_err().to_string();
+            assert!(
+                err.starts_with(want),
+                "{args:?}: got {err:?}, want prefix {want:?}"
+            );
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn term_exit() {
+        let c = resolve(
+            &[
+                "--term-exit",
+                "0",
+                "--int-exit",
+                "signal",
+                "--quit-exit",
+                "7",
+                "app",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.policy.exit_rule(Signal::SIGTERM), ExitRule::Code(0));
+        assert_eq!(c.policy.exit_rule(Signal::SIGINT), ExitRule::Signal);
+        assert_eq!(c.policy.exit_rule(Signal::SIGQUIT), ExitRule::Code(7));
+        assert!(Cli::try_parse_from(["ferricorn", "--term-exit", "256", "app"]).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! A tiny logger for the `log` facade that writes gunicorn-shaped lines to stderr:
+//! `[2026-11-26 12:00:00 +0000] [1234] [INFO] message`.
+//!
+//! Fork-safe by construction: no background thread, no buffer and no lock of its
+//! own; each record is formatted into a local string and written with one
+//! `write(2)`, so a child never inherits a half-written line or a held mutex.
+
+use std::io::Write;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct StderrLogger;
+
+static LOGGER: StderrLogger = StderrLogger;
+
+/// Install the logger; `level` is the most verbose level shown.
+pub fn init(level: LevelFilter) {
+    // A second init (tests, or a re-exec'd process) keeps the first logger.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}
+
+/// Parse gunicorn's level names (`debug`, `info`, `warning`, `error`, `critical`).
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "debug" => LevelFilter::Debug,
+        "info" => LevelFilter::Info,
+        "warning" | "warn" => LevelFilter::Warn,
+        "error" | "critical" => LevelFilter::Error,
+        _ => return None,
+    })
+}
+
+/// One formatted line, as the logger writes it (without the newline).
+pub fn format_line(level: Level, pid: u32, message: &std::fmt::Arguments<'_>) -> String {
+    let now = chrono::Local::now();
+    let name = match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARNING",
+        Level::Info => "INFO",
+        Level::Debug | Level::Trace => "DEBUG",
+    };
+    format!(
+        "[{}] [{pid}] [{name}] {message}",
+        now.format("%Y-%m-%d %H:%M:%S %z")
+    )
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = format_line(record.level(), std::process::id(), record.args());
+        line.push('\n');
+        // Errors writing the log have nowhere better to go.
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_shape_matches_gunicorn() {
+        let line = format_line(Level::Warn, 42, &format_args!("hello {}", 1));
+        // [YYYY-mm-dd HH:MM:SS +zzzz] [pid] [LEVEL] message
+        let b = line.as_bytes();
+        assert_eq!(b[0], b'[');
+        assert!(matches!(b[21], b'+' | b'-'), "{line}");
+        assert!(line.ends_with("] [42] [WARNING] hello 1"), "{line}");
+        assert_eq!(line.find(']'), Some(26), "{line}");
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("WARNING"), Some(LevelFilter::Warn));
+        assert_eq!(parse_level("critical"), Some(LevelFilter::Error));
+        assert_eq!(parse_level("bogus"), None);
+    }
+}

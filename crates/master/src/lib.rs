@@ -1,0 +1,15 @@
+//! The master process: binds the listening sockets, forks sync workers that share
+//! them, supervises them, and turns signals into actions and an exit status.
+//!
+//! The master never runs Python. It forks only while single-threaded, with every
+//! signal blocked, and the child resets what the master installed before it does
+//! anything else (see [`sys`]). The child side is a callback supplied by the
+//! binary, so this crate does not link the worker or Python.
+
+mod arbiter;
+mod listeners;
+mod sys;
+mod worker_table;
+
+pub use arbiter::{run, ChildStart};
+pub use listeners::{bind_all, BindError, Listener};

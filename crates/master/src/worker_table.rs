@@ -1,0 +1,108 @@
+//! The workers the master knows about, and what each has reported.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use ferricorn_signals::Report;
+use nix::unistd::Pid;
+
+#[derive(Debug)]
+pub struct WorkerSlot {
+    pub pid: Pid,
+    /// 1, 2, 3… in spawn order; shown in logs.
+    pub id: u32,
+    /// Reload starts a new generation; older ones are retired once it is ready.
+    pub generation: u32,
+    pub started: Instant,
+    pub ready: bool,
+    /// A stop (SIGTERM) was sent to this worker.
+    pub retiring: bool,
+    /// The last failure the worker reported before exiting.
+    pub failure: Option<(u8, String)>,
+    status: std::fs::File,
+    pending: Vec<u8>,
+}
+
+impl WorkerSlot {
+    pub fn new(pid: Pid, id: u32, generation: u32, status: OwnedFd) -> WorkerSlot {
+        WorkerSlot {
+            pid,
+            id,
+            generation,
+            started: Instant::now(),
+            ready: false,
+            retiring: false,
+            failure: None,
+            status: std::fs::File::from(status),
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn status_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.status)
+    }
+
+    /// Read what the worker wrote on its status pipe (non-blocking) and return the
+    /// complete reports.
+    pub fn read_reports(&mut self) -> Vec<Report> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.status.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if let Some(r) = Report::decode(String::from_utf8_lossy(&line[..end]).as_ref()) {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WorkerTable {
+    slots: Vec<WorkerSlot>,
+}
+
+impl WorkerTable {
+    pub fn insert(&mut self, slot: WorkerSlot) {
+        self.slots.push(slot);
+    }
+
+    pub fn remove(&mut self, pid: Pid) -> Option<WorkerSlot> {
+        let i = self.slots.iter().position(|s| s.pid == pid)?;
+        Some(self.slots.remove(i))
+    }
+
+    pub fn get_mut(&mut self, pid: Pid) -> Option<&mut WorkerSlot> {
+        self.slots.iter_mut().find(|s| s.pid == pid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &WorkerSlot> {
+        self.slots.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut WorkerSlot> {
+        self.slots.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Close every status pipe without touching the workers (in a forked child).
+    pub fn forget_all(&mut self) {
+        self.slots.clear();
+    }
+}

@@ -1,0 +1,20 @@
+//! What each signal does to ferricorn, and how the process then exits.
+//!
+//! This crate is the single source of truth for ferricorn's signal contract:
+//! - [`policy`]: signal → [`Action`] → [`ExitRule`], pure data, table-tested;
+//! - [`exit_code`]: the numbers ferricorn exits with, shared by master and workers;
+//! - [`sys`]: the only code that touches signal dispositions — a self-pipe that
+//!   turns signals into readable bytes for an event loop, the fork-time reset, and
+//!   "die by this signal".
+//!
+//! Handlers never act: they record the signal and wake the loop (see `sys`).
+
+pub mod exit_code;
+pub mod policy;
+pub mod report;
+pub mod sys;
+
+pub use nix::sys::signal::Signal;
+pub use policy::{Action, Exit, ExitRule, ParseExitRuleError, Policy, StopMode};
+pub use report::Report;
+pub use sys::{exit_with, Delivered, SelfPipe};

@@ -1,0 +1,84 @@
+//! One client connection: its buffers, where it is in the request cycle, and when
+//! it times out.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ferricorn_http::{ChunkedDecoder, Head};
+use mio::net::TcpStream;
+
+use crate::inbuf::InBuf;
+use crate::outbuf::OutBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// The head is parsed; waiting for the body.
+    Body,
+    /// The response is out; our write side is shut and the client's leftover
+    /// input is read and discarded until it closes (or a short deadline), so our
+    /// close does not turn into a reset that destroys the response in flight.
+    Lingering,
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub inbuf: InBuf,
+    pub out: OutBuf,
+    pub head: Head,
+    pub phase: Phase,
+    /// For a chunked body: the decoder and how many bytes after the head it has taken.
+    pub chunked: Option<(ChunkedDecoder, usize)>,
+    /// Decoded chunked body.
+    pub body: Vec<u8>,
+    /// Close once the output is flushed (error, `Connection: close`, stopping).
+    pub close_after_flush: bool,
+    /// The client shut its write side (read returned 0).
+    pub peer_closed: bool,
+    /// Reading stopped before the socket said WouldBlock (backpressure); resume by hand.
+    pub read_pending: bool,
+    /// Output is waiting for the socket: registered for WRITABLE.
+    pub want_write: bool,
+    pub deadline: Instant,
+    /// Requests answered on this connection.
+    pub served: u64,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, local: SocketAddr, deadline: Instant) -> Conn {
+        Conn {
+            sock,
+            peer,
+            local,
+            inbuf: InBuf::default(),
+            out: OutBuf::default(),
+            head: Head::default(),
+            phase: Phase::Head,
+            chunked: None,
+            body: Vec::new(),
+            close_after_flush: false,
+            peer_closed: false,
+            read_pending: false,
+            want_write: false,
+            deadline,
+            served: 0,
+        }
+    }
+
+    /// Between requests with nothing buffered either way.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Head && self.inbuf.is_empty() && self.out.pending() == 0
+    }
+
+    /// Ready for the next request: forget the previous one's state.
+    pub fn reset_request(&mut self) {
+        self.head.clear();
+        self.phase = Phase::Head;
+        self.chunked = None;
+        self.body.clear();
+        self.inbuf.shrink_if_idle();
+    }
+}

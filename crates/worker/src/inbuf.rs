@@ -1,0 +1,85 @@
+//! A connection's receive buffer: bytes read but not yet consumed.
+//!
+//! Memory is zeroed once when it grows, never per read (a fresh zeroed 16 KiB
+//! buffer per read shows up in profiles of a fast server).
+
+use std::io::{self, Read};
+
+const INITIAL: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+pub struct InBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl InBuf {
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// One `read` into free space, growing or compacting first if needed.
+    /// `Ok(0)` means the peer closed its side.
+    pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.data.len() {
+                let grow = self.data.len().max(INITIAL);
+                self.data.resize(self.data.len() + grow, 0);
+            }
+        }
+        let n = src.read(&mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Give memory back after a large request, so an idle keep-alive connection
+    /// does not hold megabytes.
+    pub fn shrink_if_idle(&mut self) {
+        if self.is_empty() && self.data.len() > 4 * INITIAL {
+            self.data = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_consume_compact() {
+        let mut b = InBuf::default();
+        let mut src: &[u8] = b"hello world";
+        assert_eq!(b.read_from(&mut src).unwrap(), 11);
+        b.consume(6);
+        assert_eq!(b.bytes(), b"world");
+        b.consume(5);
+        assert!(b.is_empty());
+        // Larger than one growth step: still all arrives, in order.
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut src: &[u8] = &big;
+        while b.read_from(&mut src).unwrap() > 0 {}
+        assert_eq!(b.bytes(), &big[..]);
+    }
+}

@@ -1,0 +1,155 @@
+//! A ferricorn sync worker: the process the master forks to serve requests.
+//!
+//! Boot order matters and is fixed: signal handlers first (the master left every
+//! signal blocked and its own dispositions reset), then the mask is cleared, then
+//! Python starts and the app is imported, then the worker reports ready and runs
+//! its event loop. Failures before ready are reported to the master with a reason
+//! and gunicorn's exit codes (3: boot failed, 4: app failed to load).
+
+mod connection;
+mod inbuf;
+mod outbuf;
+mod responder;
+mod server;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
+use ferricorn_wsgi::{App, PythonOptions};
+use log::{debug, error};
+use nix::sys::signal::SigSet;
+pub use server::Settings;
+
+/// Everything a worker needs besides its sockets.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub app: String,
+    pub app_dir: PathBuf,
+    pub pythonpath: Vec<PathBuf>,
+    /// More than one worker: `wsgi.multiprocess` is true.
+    pub multiprocess: bool,
+    pub worker_id: u32,
+    pub settings: Settings,
+}
+
+/// Signals the worker records and handles in its loop (TERM), or records and
+/// ignores (the master's own signals, which a process-group kill also delivers
+/// here). Handled rather than SIG_IGN so that processes the app spawns start
+/// with default dispositions.
+const LOOP_SIGNALS: [Signal; 7] = [
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGWINCH,
+];
+/// Quick stop: exit at once, even in the middle of a request.
+const EXIT_NOW_SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGQUIT];
+
+/// Run a worker to completion; returns its exit code.
+pub fn run(opts: WorkerOptions, listeners: Vec<TcpListener>, status: OwnedFd) -> u8 {
+    let mut status = std::fs::File::from(status);
+    let mut report = move |r: Report| {
+        let _ = status.write_all(&r.encode());
+    };
+    let signals = match install_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            report(Report::Failed {
+                code: exit_code::WORKER_BOOT_FAILED,
+                message: format!("Worker failed to boot: cannot install signal handlers: {e}"),
+            });
+            return exit_code::WORKER_BOOT_FAILED;
+        }
+    };
+    // If the master dies without stopping us, stop gracefully rather than linger.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if nix::unistd::getppid().as_raw() != opts.settings.master_pid {
+        return 0;
+    }
+
+    let python = PythonOptions {
+        app_dir: opts.app_dir.clone(),
+        pythonpath: opts.pythonpath.clone(),
+    };
+    if let Err(e) = ferricorn_wsgi::initialize(&python) {
+        report(Report::Failed {
+            code: exit_code::WORKER_BOOT_FAILED,
+            message: format!("Worker failed to boot: {e}"),
+        });
+        return exit_code::WORKER_BOOT_FAILED;
+    }
+    ferricorn_wsgi::Python::attach(|py| {
+        let app = match App::load(py, &opts.app, opts.multiprocess) {
+            Ok(app) => app,
+            Err(e) => {
+                if let Some(detail) = &e.detail {
+                    debug!("while loading {}:\n{}", opts.app, detail.trim_end());
+                }
+                report(Report::Failed {
+                    code: exit_code::APP_LOAD_FAILED,
+                    message: format!("App failed to load: {}", e.message),
+                });
+                return exit_code::APP_LOAD_FAILED;
+            }
+        };
+        let mut server =
+            match server::Server::new(py, app, listeners, signals, opts.settings.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    report(Report::Failed {
+                        code: exit_code::WORKER_BOOT_FAILED,
+                        message: format!("Worker failed to boot: {e}"),
+                    });
+                    return exit_code::WORKER_BOOT_FAILED;
+                }
+            };
+        report(Report::Ready);
+        server.run();
+        drop(server);
+        run_exit_hooks(py);
+        0
+    })
+}
+
+fn install_signals() -> std::io::Result<SelfPipe> {
+    let signals = SelfPipe::install(&LOOP_SIGNALS)?;
+    sys::install_exit_now(&EXIT_NOW_SIGNALS, 0)?;
+    // Signals that arrived since the fork are delivered now, to these handlers.
+    sys::set_mask(&SigSet::empty())?;
+    Ok(signals)
+}
+
+/// The worker exits without finalising the interpreter; run what the app
+/// registered with `atexit` and flush Python's streams, as a Python process would.
+fn run_exit_hooks(py: ferricorn_wsgi::Python<'_>) {
+    let result = py.run(
+        c"import atexit, sys\natexit._run_exitfuncs()\nsys.stdout.flush()\nsys.stderr.flush()",
+        None,
+        None,
+    );
+    if let Err(e) = result {
+        error!("error in atexit hooks: {e}");
+    }
+}
+
+/// Defaults for the timeouts that have no setting yet.
+pub fn default_settings(keepalive: Duration, master_pid: i32) -> Settings {
+    Settings {
+        keepalive,
+        header_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(30),
+        max_connections: 1000,
+        limits: ferricorn_http::Limits {
+            max_body: 100 * 1024 * 1024,
+            ..Default::default()
+        },
+        master_pid,
+    }
+}

@@ -1,0 +1,249 @@
+//! Turning what the app gives into HTTP/1.1 on the wire: framing, keep-alive,
+//! HEAD and bodiless statuses.
+//!
+//! Small bodies are buffered until the app is done so they go out with a
+//! Content-Length in one write; a body past [`COMMIT_AT`] bytes without a
+//! Content-Length from the app is streamed chunked (HTTP/1.1) or close-delimited
+//! (HTTP/1.0).
+
+use std::io;
+use std::time::Duration;
+
+use ferricorn_http::{
+    write_chunk, write_error, write_head, write_last_chunk, HttpDate, ResponseFraming, ResponseHead,
+};
+use ferricorn_wsgi::ResponseSink;
+use mio::net::TcpStream;
+
+use crate::outbuf::OutBuf;
+
+/// Bytes of body buffered before the head is committed without a known length.
+pub const COMMIT_AT: usize = 64 * 1024;
+/// Bytes of output queued before the worker waits for the client to take them.
+const FLUSH_AT: usize = 256 * 1024;
+/// How long a client may take nothing while the app streams to it.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// What the request allows.
+pub struct RequestInfo {
+    pub head_request: bool,
+    pub minor_version: u8,
+    /// The client and the worker both allow reusing the connection.
+    pub keep_alive: bool,
+}
+
+enum State {
+    Waiting,
+    Buffering {
+        status: Vec<u8>,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        close: bool,
+        app_len: Option<u64>,
+        counted: u64,
+    },
+    Committed {
+        framing: ResponseFraming,
+        app_len: Option<u64>,
+        sent: u64,
+    },
+}
+
+pub struct Responder<'a> {
+    out: &'a mut OutBuf,
+    sock: &'a mut TcpStream,
+    date: &'a HttpDate,
+    body: &'a mut Vec<u8>,
+    info: RequestInfo,
+    state: State,
+    /// The connection may be reused after this response.
+    pub keep_alive: bool,
+    /// Something went wrong that a log line should mention.
+    pub problem: Option<String>,
+}
+
+impl<'a> Responder<'a> {
+    pub fn new(
+        out: &'a mut OutBuf,
+        sock: &'a mut TcpStream,
+        date: &'a HttpDate,
+        body: &'a mut Vec<u8>,
+        info: RequestInfo,
+    ) -> Self {
+        body.clear();
+        let keep_alive = info.keep_alive;
+        Responder {
+            out,
+            sock,
+            date,
+            body,
+            info,
+            state: State::Waiting,
+            keep_alive,
+            problem: None,
+        }
+    }
+
+    /// The app finished normally: send what is buffered and end the body.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if matches!(self.state, State::Buffering { .. }) {
+            self.commit(false);
+        }
+        if let State::Committed {
+            framing,
+            app_len,
+            sent,
+        } = self.state
+        {
+            match framing {
+                ResponseFraming::Chunked => write_last_chunk(&mut self.out.buf),
+                ResponseFraming::Length(n)
+                    if !self.info.head_request && app_len.is_some() && sent < n =>
+                {
+                    // The client would wait for bytes that never come: close instead.
+                    self.problem = Some(format!("the app sent {sent} bytes but its Content-Length said {n}; closing the connection"));
+                    self.keep_alive = false;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The app failed. Before the head went out, answer 500; after, the
+    /// connection is closed so the client sees an incomplete response, never a
+    /// second status line.
+    pub fn fail(&mut self) {
+        self.keep_alive = false;
+        match self.state {
+            State::Committed { .. } => {}
+            _ => {
+                self.body.clear();
+                write_error(&mut self.out.buf, 500, "Internal Server Error", self.date);
+                self.state = State::Committed {
+                    framing: ResponseFraming::NoBody,
+                    app_len: None,
+                    sent: 0,
+                };
+            }
+        }
+    }
+
+    fn commit(&mut self, streaming: bool) {
+        let State::Buffering {
+            status,
+            headers,
+            close,
+            app_len,
+            counted,
+        } = std::mem::replace(&mut self.state, State::Waiting)
+        else {
+            return;
+        };
+        let code = status
+            .get(..3)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(500);
+        let framing = if (100..200).contains(&code) || code == 204 || code == 304 {
+            ResponseFraming::NoBody
+        } else if self.info.head_request {
+            ResponseFraming::Length(app_len.unwrap_or(counted))
+        } else if let Some(n) = app_len {
+            ResponseFraming::Length(n)
+        } else if !streaming {
+            ResponseFraming::Length(self.body.len() as u64)
+        } else if self.info.minor_version >= 1 {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::Close
+        };
+        self.keep_alive = self.keep_alive && !close && framing != ResponseFraming::Close;
+        let refs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        let head = ResponseHead {
+            status: &status,
+            headers: &refs,
+            framing,
+            keep_alive: self.keep_alive,
+            http10_keep_alive: self.keep_alive && self.info.minor_version == 0,
+        };
+        write_head(&mut self.out.buf, &head, self.date);
+        self.state = State::Committed {
+            framing,
+            app_len,
+            sent: 0,
+        };
+        let body = std::mem::take(self.body);
+        self.emit(&body);
+        *self.body = body;
+        self.body.clear();
+    }
+
+    fn emit(&mut self, data: &[u8]) {
+        let State::Committed {
+            framing,
+            app_len,
+            sent,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if self.info.head_request || *framing == ResponseFraming::NoBody || data.is_empty() {
+            return;
+        }
+        let mut data = data;
+        if let Some(limit) = *app_len {
+            let room = limit.saturating_sub(*sent);
+            if (data.len() as u64) > room {
+                // Bytes past the declared length would be read as the next response.
+                data = &data[..room as usize];
+                self.problem = Some(format!("the app sent more bytes than its Content-Length ({limit}); the excess was dropped and the connection closed"));
+                self.keep_alive = false;
+            }
+        }
+        *sent += data.len() as u64;
+        match framing {
+            ResponseFraming::Chunked => write_chunk(&mut self.out.buf, data),
+            _ => self.out.buf.extend_from_slice(data),
+        }
+    }
+}
+
+impl ResponseSink for Responder<'_> {
+    fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool) {
+        let app_len = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        self.state = State::Buffering {
+            status: status.to_vec(),
+            headers: headers.to_vec(),
+            close,
+            app_len,
+            counted: 0,
+        };
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.state {
+            State::Waiting => {}
+            State::Buffering { counted, .. } => {
+                *counted += data.len() as u64;
+                if !self.info.head_request {
+                    self.body.extend_from_slice(data);
+                    if self.body.len() >= COMMIT_AT {
+                        self.commit(true);
+                    }
+                }
+            }
+            State::Committed { .. } => self.emit(data),
+        }
+        if self.out.pending() >= FLUSH_AT {
+            self.out.flush_blocking(self.sock, WRITE_STALL)?;
+        }
+        Ok(())
+    }
+}

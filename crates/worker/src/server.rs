@@ -1,0 +1,592 @@
+//! The worker's event loop: one mio `Poll` over the shared listening sockets, the
+//! signal pipe and every client connection. Slow or idle clients cost a slot in
+//! the table, never the worker's attention; the app is called only for a request
+//! whose head and body are complete.
+
+use std::io;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferricorn_http::{
+    parse_head, write_error, ChunkStatus, ChunkedDecoder, Framing, HttpDate, HttpError, Limits,
+    Parsed,
+};
+use ferricorn_signals::{SelfPipe, Signal};
+use ferricorn_wsgi::{App, CallError, Python, Request};
+use log::{debug, error, warn};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::connection::{Conn, Phase};
+use crate::responder::{RequestInfo, Responder};
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+const FIRST_LISTENER: usize = usize::MAX - 2;
+/// Connections accepted per wake-up before others get a turn.
+const ACCEPT_BATCH: usize = 32;
+/// Output queued for a client before the worker stops reading its further requests.
+const HIGH_WATER: usize = 256 * 1024;
+/// Pipelined input buffered ahead of processing, at most.
+const READ_CAP: usize = 1 << 20;
+/// How long a closing connection's leftover input is drained before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
+/// Idle connections that never sent a request get this long after a stop begins.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How often deadlines are checked.
+const SWEEP: Duration = Duration::from_millis(500);
+
+/// What the event loop needs to know from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keepalive: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub limits: Limits,
+    pub master_pid: i32,
+}
+
+pub struct Server<'py> {
+    py: Python<'py>,
+    poll: Poll,
+    listeners: Vec<Option<TcpListener>>,
+    conns: Slab<Conn>,
+    signals: SelfPipe,
+    app: App,
+    date: HttpDate,
+    settings: Settings,
+    stopping: bool,
+    accept_pending: bool,
+    accept_retry_at: Instant,
+    last_sweep: Instant,
+    scratch: Vec<u8>,
+}
+
+impl<'py> Server<'py> {
+    pub fn new(
+        py: Python<'py>,
+        app: App,
+        listeners: Vec<std::net::TcpListener>,
+        signals: SelfPipe,
+        settings: Settings,
+    ) -> io::Result<Server<'py>> {
+        let poll = Poll::new()?;
+        poll.registry().register(
+            &mut SourceFd(&signals.read_fd()),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+        let mut mio_listeners = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
+            mio_listeners.push(Some(l));
+        }
+        let now = Instant::now();
+        Ok(Server {
+            py,
+            poll,
+            listeners: mio_listeners,
+            conns: Slab::new(),
+            signals,
+            app,
+            date: HttpDate::new(),
+            settings,
+            stopping: false,
+            accept_pending: false,
+            accept_retry_at: now,
+            last_sweep: now,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Serve until stopped and every connection is done.
+    pub fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            if self.stopping && self.conns.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let timeout = if self.accept_pending
+                && now >= self.accept_retry_at
+                && self.conns.len() < self.settings.max_connections
+            {
+                Duration::ZERO
+            } else {
+                SWEEP
+            };
+            let poll = &mut self.poll;
+            let result = self.py.detach(|| poll.poll(&mut events, Some(timeout)));
+            if let Err(e) = result {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    error!("worker poll failed: {e}");
+                    return;
+                }
+            }
+            self.date.refresh(SystemTime::now());
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => self.on_signals(),
+                    Token(t)
+                        if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER =>
+                    {
+                        self.accept(FIRST_LISTENER - t)
+                    }
+                    Token(key) => self.drive(key),
+                }
+            }
+            if self.accept_pending && Instant::now() >= self.accept_retry_at {
+                self.accept_pending = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            if self.last_sweep.elapsed() >= SWEEP {
+                self.sweep();
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        for d in self.signals.drain() {
+            match d.signal {
+                Signal::SIGTERM => self.begin_stop("SIGTERM"),
+                // HUP, USR2, TTIN, TTOU and WINCH are the master's business.
+                other => debug!("worker ignores {}", other.as_str()),
+            }
+        }
+    }
+
+    /// Graceful stop: no new connections; idle ones close; requests in progress
+    /// finish and their responses say `Connection: close`.
+    fn begin_stop(&mut self, why: &str) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        debug!(
+            "worker stopping ({why}), {} connections open",
+            self.conns.len()
+        );
+        for l in self.listeners.iter_mut() {
+            if let Some(mut l) = l.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+        let now = Instant::now();
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle() && c.served > 0)
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            self.close(key);
+        }
+        for (_, c) in self.conns.iter_mut() {
+            if c.is_idle() {
+                c.deadline = c.deadline.min(now + STOP_GRACE);
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BATCH {
+            if self.stopping {
+                return;
+            }
+            if self.conns.len() >= self.settings.max_connections {
+                self.accept_pending = true;
+                return;
+            }
+            let Some(listener) = self.listeners.get(i).and_then(Option::as_ref) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let local = sock.local_addr().unwrap_or(peer);
+                    let deadline = Instant::now() + self.settings.keepalive;
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let mut conn = Conn::new(sock, peer, local, deadline);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut conn.sock, Token(key), Interest::READABLE)
+                        .is_ok()
+                    {
+                        entry.insert(conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // The master shut the socket down: a stop is under way.
+                    if let Some(mut l) = self.listeners[i].take() {
+                        let _ = self.poll.registry().deregister(&mut l);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    // EMFILE and friends: retry shortly rather than spin.
+                    warn!("accept failed: {e}");
+                    self.accept_pending = true;
+                    self.accept_retry_at = Instant::now() + Duration::from_millis(100);
+                    return;
+                }
+            }
+        }
+        self.accept_pending = true;
+    }
+
+    /// Move a connection forward as far as it goes now: read, answer complete
+    /// requests, write.
+    fn drive(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.phase == Phase::Lingering {
+                if discard_input(conn) {
+                    self.close(key);
+                }
+                return;
+            }
+            if read_available(conn, &self.settings).is_err() {
+                self.close(key);
+                return;
+            }
+            self.process(key);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            match conn.out.flush(&mut conn.sock) {
+                Err(_) => {
+                    self.close(key);
+                    return;
+                }
+                Ok(false) => {
+                    if !conn.want_write {
+                        conn.want_write = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut conn.sock,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    conn.deadline = Instant::now() + self.settings.body_timeout;
+                    return;
+                }
+                Ok(true) => {
+                    if conn.want_write {
+                        conn.want_write = false;
+                        let _ = self.poll.registry().reregister(
+                            &mut conn.sock,
+                            Token(key),
+                            Interest::READABLE,
+                        );
+                    }
+                    if conn.close_after_flush {
+                        start_linger(conn);
+                        continue;
+                    }
+                    if conn.peer_closed && conn.phase == Phase::Head {
+                        // Nothing more will come; a partial head cannot be answered.
+                        self.close(key);
+                        return;
+                    }
+                    if conn.is_idle() {
+                        conn.deadline = Instant::now() + self.settings.keepalive;
+                        if self.stopping {
+                            self.close(key);
+                            return;
+                        }
+                    }
+                    if conn.read_pending {
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answer every complete request buffered on the connection, in order.
+    fn process(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.close_after_flush || conn.out.pending() >= HIGH_WATER {
+                return;
+            }
+            match conn.phase {
+                Phase::Lingering => return,
+                Phase::Head => {
+                    if conn.inbuf.is_empty() {
+                        return;
+                    }
+                    match parse_head(conn.inbuf.bytes(), &self.settings.limits, &mut conn.head) {
+                        Ok(Parsed::Partial) => return,
+                        Err(e) => {
+                            reject(conn, e, &self.date);
+                            return;
+                        }
+                        Ok(Parsed::Complete) => {
+                            conn.phase = Phase::Body;
+                            conn.deadline = Instant::now() + self.settings.body_timeout;
+                            match conn.head.framing {
+                                Framing::Chunked => {
+                                    conn.chunked = Some((
+                                        ChunkedDecoder::new(self.settings.limits.max_body),
+                                        0,
+                                    ))
+                                }
+                                Framing::Length(n) if n > self.settings.limits.max_body => {
+                                    reject(conn, HttpError::BodyTooLarge, &self.date);
+                                    return;
+                                }
+                                _ => {}
+                            }
+                            if conn.head.expect_continue
+                                && conn.head.framing != Framing::None
+                                && conn.inbuf.len() == conn.head.len
+                            {
+                                // RFC 9110 §10.1.1: the client waits for this before sending the body.
+                                conn.out
+                                    .buf
+                                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            }
+                        }
+                    }
+                }
+                Phase::Body => {
+                    let end = match body_end(conn) {
+                        Ok(Some(end)) => end,
+                        Ok(None) => return,
+                        Err(e) => {
+                            reject(conn, e, &self.date);
+                            return;
+                        }
+                    };
+                    dispatch(
+                        self.py,
+                        &mut self.app,
+                        conn,
+                        &self.date,
+                        &mut self.scratch,
+                        self.stopping,
+                        end,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Close what has passed its deadline; notice a vanished master.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        self.last_sweep = now;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(c) = self.conns.get(key) {
+                if c.phase != Phase::Lingering && !c.is_idle() {
+                    debug!(
+                        "closing connection from {}: timed out in {:?}",
+                        c.peer, c.phase
+                    );
+                }
+            }
+            self.close(key);
+        }
+        if !self.stopping && nix::unistd::getppid().as_raw() != self.settings.master_pid {
+            warn!(
+                "master (pid {}) is gone; stopping",
+                self.settings.master_pid
+            );
+            self.begin_stop("master gone");
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+        }
+    }
+}
+
+/// Read until the socket is empty, the peer closes, or backpressure says stop.
+fn read_available(conn: &mut Conn, settings: &Settings) -> io::Result<()> {
+    conn.read_pending = false;
+    while !conn.peer_closed {
+        let buffered_ahead = conn.phase == Phase::Head && conn.inbuf.len() >= READ_CAP;
+        if conn.out.pending() >= HIGH_WATER || buffered_ahead || conn.close_after_flush {
+            conn.read_pending = !conn.close_after_flush;
+            return Ok(());
+        }
+        let was_empty = conn.inbuf.is_empty();
+        match conn.inbuf.read_from(&mut conn.sock) {
+            Ok(0) => conn.peer_closed = true,
+            Ok(_) => {
+                let now = Instant::now();
+                match conn.phase {
+                    // The header timeout runs from a head's first byte and is not
+                    // extended by trickling bytes.
+                    Phase::Head if was_empty => conn.deadline = now + settings.header_timeout,
+                    Phase::Body => conn.deadline = now + settings.body_timeout,
+                    _ => {}
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Where the current request's body ends in the input, once it is all there.
+fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
+    let head_len = conn.head.len;
+    match conn.head.framing {
+        Framing::None => Ok(Some(head_len)),
+        Framing::Length(n) => {
+            let end = head_len.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+            Ok((conn.inbuf.len() >= end).then_some(end))
+        }
+        Framing::Chunked => {
+            let Some((decoder, fed)) = conn.chunked.as_mut() else {
+                return Ok(Some(head_len));
+            };
+            let input = &conn.inbuf.bytes()[head_len + *fed..];
+            let (used, status) = decoder.decode(input, &mut conn.body)?;
+            *fed += used;
+            Ok(matches!(status, ChunkStatus::Done).then_some(head_len + *fed))
+        }
+    }
+}
+
+/// Call the app for the complete request at the front of the input.
+fn dispatch(
+    py: Python<'_>,
+    app: &mut App,
+    conn: &mut Conn,
+    date: &HttpDate,
+    scratch: &mut Vec<u8>,
+    stopping: bool,
+    end: usize,
+) {
+    let bytes = conn.inbuf.bytes();
+    let head = &conn.head;
+    let headers: Vec<(&[u8], &[u8])> = head
+        .headers
+        .iter()
+        .map(|(n, v)| (&bytes[n.clone()], &bytes[v.clone()]))
+        .collect();
+    let body: &[u8] = match head.framing {
+        Framing::Chunked => &conn.body,
+        Framing::Length(_) => &bytes[head.len..end],
+        Framing::None => &[],
+    };
+    let method = &bytes[head.method.clone()];
+    let target = &bytes[head.target.clone()];
+    let req = Request {
+        method,
+        target,
+        minor_version: head.minor_version,
+        headers: &headers,
+        body,
+        peer: conn.peer,
+        local: conn.local,
+    };
+    let info = RequestInfo {
+        head_request: method == b"HEAD",
+        minor_version: head.minor_version,
+        keep_alive: head.keep_alive && !stopping,
+    };
+    let mut responder = Responder::new(&mut conn.out, &mut conn.sock, date, scratch, info);
+    let mut client_gone = false;
+    match app.call(py, &req, &mut responder) {
+        Ok(()) => {
+            let _ = responder.finish();
+        }
+        Err(CallError::App { traceback, .. }) => {
+            error!(
+                "Error handling request {} {}\n{traceback}",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(target)
+            );
+            responder.fail();
+        }
+        Err(CallError::Client(e)) => {
+            debug!("client {} went away during the response: {e}", req.peer);
+            client_gone = true;
+        }
+    }
+    if let Some(problem) = responder.problem.take() {
+        warn!(
+            "{} {}: {problem}",
+            String::from_utf8_lossy(method),
+            String::from_utf8_lossy(target)
+        );
+    }
+    let keep_alive = responder.keep_alive && !client_gone;
+    drop(responder);
+    conn.inbuf.consume(end);
+    conn.reset_request();
+    conn.served += 1;
+    if !keep_alive {
+        conn.close_after_flush = true;
+    }
+    if client_gone {
+        conn.out = Default::default();
+    }
+}
+
+/// Answer a request that cannot be served, then close: the bytes after it cannot
+/// be trusted to start a request (that is how smuggling works).
+fn reject(conn: &mut Conn, e: HttpError, date: &HttpDate) {
+    debug!(
+        "bad request from {}: {e:?} ({} {})",
+        conn.peer,
+        e.status(),
+        e.reason()
+    );
+    write_error(&mut conn.out.buf, e.status(), e.reason(), date);
+    conn.close_after_flush = true;
+}
+
+fn start_linger(conn: &mut Conn) {
+    let _ = conn.sock.shutdown(std::net::Shutdown::Write);
+    conn.phase = Phase::Lingering;
+    conn.deadline = Instant::now() + LINGER;
+    let n = conn.inbuf.len();
+    conn.inbuf.consume(n);
+}
+
+/// Read and drop input of a lingering connection; true once it can be closed.
+fn discard_input(conn: &mut Conn) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match io::Read::read(&mut conn.sock, &mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}

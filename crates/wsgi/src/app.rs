@@ -1,0 +1,179 @@
+//! Calling the app for one request (PEP 3333 "Specification Details").
+
+use std::net::SocketAddr;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::environ::Environ;
+use crate::loader::{self, AppLoadError};
+use crate::start_response::StartResponse;
+
+/// One parsed request, borrowed from the worker's buffers.
+pub struct Request<'a> {
+    pub method: &'a [u8],
+    pub target: &'a [u8],
+    pub minor_version: u8,
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    pub body: &'a [u8],
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Where the response goes. The worker decides framing and when bytes hit the socket.
+pub trait ResponseSink {
+    /// The status and headers are final (called once, before any body data).
+    fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool);
+    /// Body data. An error means the client is gone: the app's iteration stops.
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+}
+
+#[derive(Debug)]
+pub enum CallError {
+    /// The app raised or broke the protocol; `traceback` is for the error log.
+    App {
+        traceback: String,
+        headers_sent: bool,
+    },
+    /// Writing to the client failed.
+    Client(std::io::Error),
+}
+
+pub struct App {
+    callable: Py<PyAny>,
+    environ: Environ,
+    format_exception: Py<PyAny>,
+}
+
+impl App {
+    /// Import the app named by `spec` (gunicorn's forms).
+    pub fn load(py: Python<'_>, spec: &str, multiprocess: bool) -> Result<App, AppLoadError> {
+        let callable = loader::load(py, spec)?.unbind();
+        let setup = || -> PyResult<(Environ, Py<PyAny>)> {
+            Ok((
+                Environ::new(py, multiprocess)?,
+                py.import("traceback")?
+                    .getattr("format_exception")?
+                    .unbind(),
+            ))
+        };
+        let (environ, format_exception) = setup().map_err(|e| AppLoadError {
+            message: format!("cannot prepare the WSGI environ: {e}"),
+            detail: None,
+        })?;
+        Ok(App {
+            callable,
+            environ,
+            format_exception,
+        })
+    }
+
+    /// Call the app and stream its response into `sink`. `close()` of the returned
+    /// iterable is called on every path.
+    pub fn call(
+        &mut self,
+        py: Python<'_>,
+        req: &Request<'_>,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<(), CallError> {
+        let start = match Bound::new(py, StartResponse::default()) {
+            Ok(s) => s,
+            Err(e) => return Err(self.app_error(py, e, false)),
+        };
+        let environ = match self.environ.build(py, req) {
+            Ok(e) => e,
+            Err(e) => return Err(self.app_error(py, e, false)),
+        };
+        let result = match self.callable.bind(py).call1((environ, start.clone())) {
+            Ok(r) => r,
+            Err(e) => return Err(self.app_error(py, e, false)),
+        };
+        let outcome = self.send_body(py, &result, &start, sink);
+        let close_result = match result.getattr_opt(pyo3::intern!(py, "close")) {
+            Ok(Some(close)) => close.call0().map(drop),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let sent = start.borrow().headers_sent;
+        match (outcome, close_result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(self.app_error(py, e, sent)),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    fn send_body(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        start: &Bound<'_, StartResponse>,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<(), CallError> {
+        let iter = result
+            .try_iter()
+            .map_err(|e| self.app_error(py, e, false))?;
+        for item in iter {
+            let sent = start.borrow().headers_sent;
+            let item = item.map_err(|e| self.app_error(py, e, sent))?;
+            let Ok(chunk) = item.cast::<PyBytes>() else {
+                let msg = format!(
+                    "the app's response iterable yielded {}, not bytes",
+                    item.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                );
+                return Err(CallError::App {
+                    traceback: msg,
+                    headers_sent: sent,
+                });
+            };
+            if chunk.as_bytes().is_empty() {
+                continue;
+            }
+            send_head(start, sink)?;
+            sink.write(chunk.as_bytes()).map_err(CallError::Client)?;
+        }
+        send_head(start, sink)
+    }
+
+    fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {
+        let traceback = self
+            .format_exception
+            .bind(py)
+            .call1((err.value(py),))
+            .and_then(|lines| lines.extract::<Vec<String>>())
+            .map(|lines| lines.concat())
+            .unwrap_or_else(|_| err.to_string());
+        CallError::App {
+            traceback: traceback.trim_end().to_string(),
+            headers_sent,
+        }
+    }
+}
+
+/// Send the status and headers once, followed by anything given to `write()`.
+fn send_head(
+    start: &Bound<'_, StartResponse>,
+    sink: &mut dyn ResponseSink,
+) -> Result<(), CallError> {
+    let mut s = start.borrow_mut();
+    if s.headers_sent {
+        return Ok(());
+    }
+    let Some(status) = s.status.take() else {
+        return Err(CallError::App {
+            traceback: "the app returned without calling start_response()".into(),
+            headers_sent: false,
+        });
+    };
+    sink.start(&status, &s.headers, s.close);
+    s.status = Some(status);
+    s.headers_sent = true;
+    let written = std::mem::take(&mut s.written);
+    drop(s);
+    if !written.is_empty() {
+        sink.write(&written).map_err(CallError::Client)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Building the PEP 3333 `environ` dict for one request.
+//!
+//! Constant entries live in a base dict that is copied per request; header keys
+//! (`HTTP_USER_AGENT`, …) are made once and reused, since building key strings is
+//! a measurable share of a fast server's time per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use crate::app::Request;
+use crate::input::Input;
+
+/// At most this many distinct header keys are cached (clients choose header names).
+const MAX_CACHED_KEYS: usize = 512;
+
+pub struct Environ {
+    base: Py<PyDict>,
+    keys: HashMap<Vec<u8>, Py<PyString>>,
+    scratch: Vec<u8>,
+}
+
+impl Environ {
+    pub fn new(py: Python<'_>, multiprocess: bool) -> PyResult<Environ> {
+        let base = PyDict::new(py);
+        base.set_item("wsgi.version", (1, 0))?;
+        base.set_item("wsgi.url_scheme", "http")?;
+        base.set_item("wsgi.errors", py.import("sys")?.getattr("stderr")?)?;
+        base.set_item("wsgi.multithread", false)?;
+        base.set_item("wsgi.multiprocess", multiprocess)?;
+        base.set_item("wsgi.run_once", false)?;
+        base.set_item("wsgi.input_terminated", true)?;
+        base.set_item(
+            "SERVER_SOFTWARE",
+            concat!("ferricorn/", env!("CARGO_PKG_VERSION")),
+        )?;
+        base.set_item("SCRIPT_NAME", "")?;
+        Ok(Environ {
+            base: base.unbind(),
+            keys: HashMap::new(),
+            scratch: Vec::with_capacity(64),
+        })
+    }
+
+    pub fn build<'py>(
+        &mut self,
+        py: Python<'py>,
+        req: &Request<'_>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let env = self.base.bind(py).copy()?;
+        let (path, query) = split_target(req.target);
+        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), latin1(py, req.method))?;
+        env.set_item(
+            pyo3::intern!(py, "PATH_INFO"),
+            latin1(py, &percent_decode(path)),
+        )?;
+        env.set_item(pyo3::intern!(py, "QUERY_STRING"), latin1(py, query))?;
+        env.set_item(pyo3::intern!(py, "RAW_URI"), latin1(py, req.target))?;
+        env.set_item(
+            pyo3::intern!(py, "SERVER_PROTOCOL"),
+            if req.minor_version == 0 {
+                pyo3::intern!(py, "HTTP/1.0")
+            } else {
+                pyo3::intern!(py, "HTTP/1.1")
+            },
+        )?;
+        env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
+        env.set_item(
+            pyo3::intern!(py, "REMOTE_PORT"),
+            req.peer.port().to_string(),
+        )?;
+
+        let mut host = None;
+        for &(name, value) in req.headers {
+            // Names with `_` are dropped, as gunicorn does: a client could otherwise
+            // send `X_Forwarded_For` and collide with the key of `X-Forwarded-For`.
+            if name.contains(&b'_') {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"host") {
+                host = Some(value);
+            }
+            let key = self.key(py, name);
+            let value = latin1(py, value);
+            match env.get_item(&key)? {
+                Some(prev) => {
+                    let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                        "; "
+                    } else {
+                        ","
+                    };
+                    let joined = format!(
+                        "{}{sep}{}",
+                        prev.cast::<PyString>()?.to_cow()?,
+                        value.to_cow()?
+                    );
+                    env.set_item(key, joined)?;
+                }
+                None => env.set_item(key, value)?,
+            }
+        }
+        let (server_name, server_port) = server_name_port(host, req.local);
+        env.set_item(pyo3::intern!(py, "SERVER_NAME"), server_name)?;
+        env.set_item(pyo3::intern!(py, "SERVER_PORT"), server_port)?;
+        let body = PyBytes::new(py, req.body).unbind();
+        env.set_item(
+            pyo3::intern!(py, "wsgi.input"),
+            Bound::new(py, Input::new(body))?,
+        )?;
+        Ok(env)
+    }
+
+    fn key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+        self.scratch.clear();
+        self.scratch.extend(name.iter().map(u8::to_ascii_lowercase));
+        if let Some(k) = self.keys.get(&self.scratch) {
+            return k.bind(py).clone();
+        }
+        let key = match self.scratch.as_slice() {
+            b"content-type" => "CONTENT_TYPE".to_string(),
+            b"content-length" => "CONTENT_LENGTH".to_string(),
+            other => {
+                let mut k = String::with_capacity(5 + other.len());
+                k.push_str("HTTP_");
+                k.extend(other.iter().map(|&b| {
+                    if b == b'-' {
+                        '_'
+                    } else {
+                        b.to_ascii_uppercase() as char
+                    }
+                }));
+                k
+            }
+        };
+        let key = PyString::intern(py, &key);
+        if self.keys.len() < MAX_CACHED_KEYS {
+            self.keys.insert(self.scratch.clone(), key.clone().unbind());
+        }
+        key
+    }
+}
+
+/// A native string from bytes, decoded as latin-1 (PEP 3333: environ values are
+/// native strings holding the bytes as sent).
+fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.is_ascii() => PyString::new(py, s),
+        _ => PyString::new(py, &bytes.iter().map(|&b| b as char).collect::<String>()),
+    }
+}
+
+/// Path and query of a request-target (origin-form, absolute-form or `*`).
+fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
+    let mut rest = target;
+    if !rest.starts_with(b"/") && rest != b"*" {
+        // absolute-form: drop `scheme://authority`.
+        if let Some(i) = rest.windows(3).position(|w| w == b"://") {
+            let after = &rest[i + 3..];
+            rest = after
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .map_or(&b""[..], |j| &after[j..]);
+        }
+    }
+    let rest = rest
+        .iter()
+        .position(|&b| b == b'#')
+        .map_or(rest, |i| &rest[..i]);
+    match rest.iter().position(|&b| b == b'?') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &b""[..]),
+    }
+}
+
+/// `%XX` → byte; malformed escapes are kept as they are.
+fn percent_decode(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// SERVER_NAME and SERVER_PORT from the Host header, else the listening address.
+fn server_name_port(host: Option<&[u8]>, local: SocketAddr) -> (String, String) {
+    if let Some(host) = host
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .filter(|h| !h.is_empty())
+    {
+        if let Some(rest) = host.strip_prefix('[') {
+            if let Some((name, after)) = rest.split_once(']') {
+                let port = after
+                    .strip_prefix(':')
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("80");
+                return (name.to_string(), port.to_string());
+            }
+        }
+        return match host.rsplit_once(':') {
+            Some((name, port)) if !name.contains(':') => (name.to_string(), port.to_string()),
+            _ => (host, "80".to_string()),
+        };
+    }
+    (local.ip().to_string(), local.port().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let cases: &[(&[u8], &[u8], &[u8])] = &[
+            (b"/", b"/", b""),
+            (b"/a/b?x=1&y=2", b"/a/b", b"x=1&y=2"),
+            (b"/a?", b"/a", b""),
+            (b"/a#frag", b"/a", b""),
+            (b"http://example.com/p?q", b"/p", b"q"),
+            (b"http://example.com", b"", b""),
+            (b"*", b"*", b""),
+        ];
+        for (t, p, q) in cases {
+            assert_eq!(
+                split_target(t),
+                (*p, *q),
+                "{:?}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    #[test]
+    fn percent() {
+        assert_eq!(&*percent_decode(b"/a%20b"), b"/a b");
+        assert_eq!(
+            &*percent_decode(b"/%E2%82%AC"),
+            &[b'/', 0xe2, 0x82, 0xac][..]
+        );
+        // Malformed escapes stay as sent.
+        assert_eq!(&*percent_decode(b"/%zz%4"), b"/%zz%4");
+        assert_eq!(&*percent_decode(b"%41"), b"A");
+    }
+
+    #[test]
+    fn host_header() {
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(
+            server_name_port(Some(b"example.com:8080"), local),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(
+            server_name_port(Some(b"example.com"), local),
+            ("example.com".into(), "80".into())
+        );
+        assert_eq!(
+            server_name_port(Some(b"[::1]:9"), local),
+            ("::1".into(), "9".into())
+        );
+        assert_eq!(
+            server_name_port(None, local),
+            ("127.0.0.1".into(), "8000".into())
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! The `start_response` callable (PEP 3333 "The start_response() Callable").
+//!
+//! It validates and records the status and headers; the worker sends them only
+//! when the first non-empty body chunk is ready (or the body ends), so an app may
+//! still replace them by calling it again with `exc_info` until then.
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+/// Hop-by-hop headers belong to the server (RFC 9110 §7.6.1); an app must not set
+/// them (PEP 3333). `Connection: close` from the app is honoured, the others dropped.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[pyclass(module = "ferricorn", name = "StartResponse")]
+#[derive(Default)]
+pub struct StartResponse {
+    pub status: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The app asked for `Connection: close`.
+    pub close: bool,
+    /// Set by the server once the head went out; later calls need exc_info and re-raise it.
+    pub headers_sent: bool,
+    /// Data given to the legacy `write()` callable, sent before the iterable's.
+    pub written: Vec<u8>,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, response_headers, exc_info=None))]
+    fn __call__<'py>(
+        slf: Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        response_headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let this = slf.borrow();
+            if let Some(info) = exc_info {
+                if this.headers_sent {
+                    // PEP 3333: re-raise the app's exception; the response cannot change now.
+                    let info = info.cast::<PyTuple>()?;
+                    let value = info.get_item(1)?;
+                    let tb = info.get_item(2)?;
+                    return Err(PyErr::from_value(
+                        value.call_method1("with_traceback", (tb,))?,
+                    ));
+                }
+            } else if this.status.is_some() {
+                return Err(PyRuntimeError::new_err(
+                    "start_response() called a second time without exc_info",
+                ));
+            }
+        }
+        let status_bytes = validate_status(status)?;
+        let mut headers = Vec::new();
+        let mut close = false;
+        for item in response_headers.try_iter()? {
+            let item = item?;
+            let pair = item.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err("each response header must be a (name, value) tuple of str")
+            })?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err(
+                    "each response header must be a (name, value) tuple of str",
+                ));
+            }
+            let name = header_str(&pair.get_item(0)?, "name")?;
+            let value = header_str(&pair.get_item(1)?, "value")?;
+            validate_name(&name)?;
+            validate_value(&name, &value)?;
+            let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
+            if HOP_BY_HOP.contains(&lower.as_str()) {
+                if lower == "connection"
+                    && String::from_utf8_lossy(&value)
+                        .split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+                {
+                    close = true;
+                }
+                continue;
+            }
+            headers.push((name, value));
+        }
+        let mut this = slf.borrow_mut();
+        this.status = Some(status_bytes);
+        this.headers = headers;
+        this.close = close;
+        drop(this);
+        slf.getattr("write")
+    }
+
+    /// The legacy write() callable returned by start_response.
+    fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
+        if self.status.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "write() called before start_response()",
+            ));
+        }
+        self.written.extend_from_slice(data.as_bytes());
+        Ok(())
+    }
+}
+
+/// Encode a native string as latin-1 bytes (PEP 3333 "Unicode Issues").
+fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s = s
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
+    let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    text.chars()
+        .map(|c| {
+            u8::try_from(u32::from(c))
+                .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
+        })
+        .collect()
+}
+
+fn header_str(v: &Bound<'_, PyAny>, part: &str) -> PyResult<Vec<u8>> {
+    latin1(v, &format!("response header {part}"))
+}
+
+fn validate_status(status: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let bytes = latin1(status, "status")?;
+    let ok = bytes.len() >= 4
+        && bytes[..3].iter().all(u8::is_ascii_digit)
+        && bytes[3] == b' '
+        && !bytes.iter().any(|&b| b < 0x20 || b == 0x7f);
+    if !ok {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {:?}: expected \"NNN Reason\"",
+            String::from_utf8_lossy(&bytes)
+        )));
+    }
+    Ok(bytes)
+}
+
+fn validate_name(name: &[u8]) -> PyResult<()> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    if name.is_empty()
+        || !name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(b))
+    {
+        return Err(PyValueError::new_err(format!(
+            "invalid response header name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+fn validate_value(name: &[u8], value: &[u8]) -> PyResult<()> {
+    // CR, LF or NUL would let the app's data inject headers or a second response.
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(PyValueError::new_err(format!(
+            "response header {:?} has a control character (CR, LF or NUL) in its value",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
