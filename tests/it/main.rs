@@ -1,1 +1,11 @@
-mod x {}
+//! Integration tests: each starts the real `ferricorn` binary on 127.0.0.1 and
+//! checks what a user sees — responses, log lines, exit statuses.
+
+#[allow(dead_code)]
+mod util;
+
+mod app_loading;
+mod python;
+mod serving;
+mod signals;
+mod supervision;

@@ -210,7 +210,12 @@ mod tests {
 
     #[test]
     fn errors_name_setting_value_and_source() {
-        let cases: &[(&[&str], &'static [(&str, &str)], &str)] = &[
+        type Case<'a> = (
+            &'a [&'a str],
+            &'static [(&'static str, &'static str)],
+            &'a str,
+        );
+        let cases: &[Case] = &[
             (&["app"], &[("WEB_CONCURRENCY", "abc")], "invalid value `abc` for `workers` (from environment variable WEB_CONCURRENCY): expected a positive integer"),
             (&["-w", "0", "app"], &[], "invalid value `0` for `workers` (from --workers)"),
             (&["app"], &[("PORT", "")], "invalid value `` for `bind` (from environment variable PORT)"),

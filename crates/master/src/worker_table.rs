@@ -2,7 +2,6 @@
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::time::Instant;
 
 use ferricorn_signals::Report;
 use nix::unistd::Pid;
@@ -14,7 +13,6 @@ pub struct WorkerSlot {
     pub id: u32,
     /// Reload starts a new generation; older ones are retired once it is ready.
     pub generation: u32,
-    pub started: Instant,
     pub ready: bool,
     /// A stop (SIGTERM) was sent to this worker.
     pub retiring: bool,
@@ -30,7 +28,6 @@ impl WorkerSlot {
             pid,
             id,
             generation,
-            started: Instant::now(),
             ready: false,
             retiring: false,
             failure: None,

@@ -14,7 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use nix::fcntl::OFlag;
@@ -93,6 +93,11 @@ impl SelfPipe {
         out
     }
 
+    /// Whether `signal` arrived and is not drained yet (a peek: the loop still sees it).
+    pub fn is_pending(&self, signal: Signal) -> bool {
+        PENDING[signal as usize].load(Ordering::SeqCst) > 0
+    }
+
     /// In a freshly forked child: put every handled signal back to `SIG_DFL` and
     /// close the pipe, so nothing the parent set up can run or be written to here.
     pub fn reset_in_child(self) {
@@ -103,10 +108,6 @@ impl SelfPipe {
         }
         drop(self.read);
         drop(self.write);
-    }
-
-    pub fn write_fd(&self) -> BorrowedFd<'_> {
-        self.write.as_fd()
     }
 }
 

@@ -376,15 +376,11 @@ impl<'py> Server<'py> {
                             return;
                         }
                     };
-                    dispatch(
-                        self.py,
-                        &mut self.app,
-                        conn,
-                        &self.date,
-                        &mut self.scratch,
-                        self.stopping,
-                        end,
-                    );
+                    // A stop that arrived while the app ran still closes this connection.
+                    let stopping = self.stopping || self.signals.is_pending(Signal::SIGTERM);
+                    let (app, date, scratch, signals) =
+                        (&mut self.app, &self.date, &mut self.scratch, &self.signals);
+                    dispatch(self.py, app, conn, date, scratch, stopping, end, signals);
                 }
             }
         }
@@ -480,6 +476,7 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
 }
 
 /// Call the app for the complete request at the front of the input.
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     py: Python<'_>,
     app: &mut App,
@@ -488,6 +485,7 @@ fn dispatch(
     scratch: &mut Vec<u8>,
     stopping: bool,
     end: usize,
+    signals: &SelfPipe,
 ) {
     let bytes = conn.inbuf.bytes();
     let head = &conn.head;
@@ -521,6 +519,9 @@ fn dispatch(
     let mut client_gone = false;
     match app.call(py, &req, &mut responder) {
         Ok(()) => {
+            if signals.is_pending(Signal::SIGTERM) {
+                responder.keep_alive = false;
+            }
             let _ = responder.finish();
         }
         Err(CallError::App { traceback, .. }) => {

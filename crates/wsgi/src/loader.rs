@@ -35,7 +35,7 @@ pub(crate) fn load<'py>(py: Python<'py>, spec: &str) -> Result<Bound<'py, PyAny>
             let is_plain = exc
                 .get_type()
                 .name()
-                .map(|n| n.to_string() == "AppLoadError")
+                .map(|n| n == "AppLoadError")
                 .unwrap_or(false);
             let detail = if is_plain {
                 None

@@ -1,0 +1,760 @@
+//! The request head: request line plus header section (RFC 9112 §2–§6).
+//!
+//! [`parse_head`] is called on the connection's receive buffer after every
+//! read. It first scans for the end of the head — cheap, and it enforces the
+//! size limits on what is buffered so far — and only runs `httparse` once the
+//! head is complete. The result is stored as offsets so a connection can keep
+//! the [`Head`] next to the buffer it points into.
+//!
+//! The rules are strict on purpose: anything a front proxy might read
+//! differently (bare CR or LF, obs-fold, duplicate or list-valued
+//! Content-Length, Transfer-Encoding next to Content-Length, codings other
+//! than `chunked`) is refused rather than guessed at, so requests cannot be
+//! smuggled past whatever sits in front of the server.
+
+use std::ops::Range;
+
+use crate::error::HttpError;
+
+/// Size limits applied while parsing. The defaults match gunicorn's.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest request line, excluding its CRLF (414 above it).
+    pub max_request_line: usize,
+    /// Most header fields in one request (431 above it).
+    pub max_headers: usize,
+    /// Longest header field line, *including* its CRLF (431 above it). CRLF
+    /// counts here, unlike for the request line, because that is how
+    /// gunicorn's `limit_request_field_size` behaves and configs carry over.
+    pub max_field_size: usize,
+    /// Largest head, counted from the first buffered byte through the final
+    /// empty line (431 above it).
+    pub max_head: usize,
+    /// Largest request body; `u64::MAX` means unlimited (413 above it).
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 4094,
+            max_headers: 100,
+            max_field_size: 8190,
+            max_head: 64 * 1024,
+            max_body: u64::MAX,
+        }
+    }
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// No body: neither Content-Length nor Transfer-Encoding was sent.
+    #[default]
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// A chunked body follows; decode it with [`crate::ChunkedDecoder`].
+    Chunked,
+}
+
+/// A parsed request head, as offsets into the caller's buffer (so the parsed
+/// head owns no borrowed data and can be stored in a connection).
+#[derive(Debug, Default, Clone)]
+pub struct Head {
+    /// The method token.
+    pub method: Range<usize>,
+    /// The raw request-target bytes.
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// (name, value) in wire order; values are trimmed of SP/HTAB.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Bytes of the head, including any skipped leading empty lines and the
+    /// final empty line: the body (or the next request) starts here.
+    pub len: usize,
+    /// How the request body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may be reused after this request.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub expect_continue: bool,
+}
+
+impl Head {
+    /// Reset for reuse, keeping the header Vec's allocation.
+    pub fn clear(&mut self) {
+        self.method = 0..0;
+        self.target = 0..0;
+        self.minor_version = 0;
+        self.headers.clear();
+        self.len = 0;
+        self.framing = Framing::None;
+        self.keep_alive = false;
+        self.expect_continue = false;
+    }
+}
+
+/// Outcome of [`parse_head`] when the bytes seen so far are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet: read more and call again.
+    Partial,
+    /// The head is complete and `head` describes it.
+    Complete,
+}
+
+/// Parse the request head at the start of `buf` into `head` (reusing its Vec).
+///
+/// Returns `Ok(Parsed::Partial)` when the head is not complete yet (and not
+/// over a limit), `Ok(Parsed::Complete)` with `head.len` set, or the reason to
+/// refuse the request. `head` is only meaningful after `Complete`.
+pub fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<Parsed, HttpError> {
+    let Some((start, end)) = find_head(buf, limits)? else {
+        return Ok(Parsed::Partial);
+    };
+    head.clear();
+    head.len = end;
+    run_httparse(buf, start, end, limits, head)?;
+    check_target(buf, head)?;
+    check_fields(buf, limits, head)?;
+    Ok(Parsed::Complete)
+}
+
+/// Find the head's bounds without parsing it: `Some((start, end))` where
+/// `start` skips leading empty lines and `end` is just past the empty line
+/// that closes the head, or `None` if that line has not arrived yet.
+///
+/// Lines are checked in order, and the same checks run on a trailing partial
+/// line, so a request is refused for the same reason however it was split
+/// across reads.
+fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, HttpError> {
+    // RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
+    // received prior to the request-line. They still count toward max_head,
+    // so a stream of CRLFs cannot grow the buffer forever.
+    let mut pos = 0;
+    while buf[pos..].starts_with(b"\r\n") {
+        pos += 2;
+    }
+    let start = pos;
+    let mut is_request_line = true;
+    loop {
+        let rest = &buf[pos..];
+        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            // Incomplete line: apply the line limits to what we have, not
+            // counting a CR that may be the first half of the CRLF.
+            let content = rest.strip_suffix(b"\r").unwrap_or(rest);
+            check_line(content, is_request_line, limits)?;
+            if buf.len() > limits.max_head {
+                return Err(HttpError::HeadersTooLarge);
+            }
+            return Ok(None);
+        };
+        // RFC 9112 §2.2 lets a recipient accept a bare LF as a line
+        // terminator; we do not, because a proxy in front that disagrees
+        // about where a line ends is exactly how requests get smuggled.
+        let Some(line) = rest[..lf].strip_suffix(b"\r") else {
+            return Err(HttpError::BadRequest("bare LF in head"));
+        };
+        check_line(line, is_request_line, limits)?;
+        let line_end = pos + lf + 1;
+        if line_end > limits.max_head {
+            return Err(HttpError::HeadersTooLarge);
+        }
+        if line.is_empty() {
+            return Ok(Some((start, line_end)));
+        }
+        // RFC 9112 §5.2: obs-fold is deprecated; a server MAY reject it with
+        // 400, which is the only answer that cannot be misread downstream.
+        if !is_request_line && matches!(line[0], b' ' | b'\t') {
+            return Err(HttpError::BadRequest("obsolete line folding"));
+        }
+        is_request_line = false;
+        pos = line_end;
+    }
+}
+
+/// Checks on one line of the head (without its CRLF, possibly incomplete).
+fn check_line(line: &[u8], is_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
+    // RFC 9112 §2.2: a bare CR must be rejected or replaced by SP before
+    // the message is processed or forwarded. We reject.
+    if line.contains(&b'\r') {
+        return Err(HttpError::BadRequest("bare CR in head"));
+    }
+    if is_request_line {
+        if line.len() > limits.max_request_line {
+            return Err(HttpError::UriTooLong);
+        }
+    } else if line.len() + 2 > limits.max_field_size {
+        return Err(HttpError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+/// Headers fit on the stack up to this many (the default limit).
+const STACK_HEADERS: usize = 100;
+
+fn run_httparse(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    limits: &Limits,
+    head: &mut Head,
+) -> Result<(), HttpError> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    let bytes = &buf[start..end];
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
+        // find_head saw the closing empty line, so httparse must agree.
+        Ok(_) => return Err(HttpError::BadRequest("head framing disagreement")),
+        Err(e) => return Err(map_httparse_error(e, bytes)),
+    }
+    // httparse only fills these on Complete, so they are all Some here.
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::BadRequest("incomplete request line"));
+    };
+    head.method = offsets(buf, method.as_bytes());
+    head.target = offsets(buf, target.as_bytes());
+    head.minor_version = version;
+    for h in req.headers.iter() {
+        let value = trim_ows(h.value);
+        // RFC 9110 §5.5: field values are VCHAR, obs-text, SP and HTAB.
+        // httparse already refuses the other controls; checking here keeps
+        // the rule ours rather than a detail of one httparse version.
+        if value.iter().any(|&b| is_ctl(b)) {
+            return Err(HttpError::BadRequest("control character in header value"));
+        }
+        head.headers
+            .push((offsets(buf, h.name.as_bytes()), offsets(buf, value)));
+    }
+    Ok(())
+}
+
+fn map_httparse_error(e: httparse::Error, head: &[u8]) -> HttpError {
+    use httparse::Error as E;
+    match e {
+        E::TooManyHeaders => HttpError::HeadersTooLarge,
+        E::HeaderName => HttpError::BadRequest("invalid header name"),
+        E::HeaderValue => HttpError::BadRequest("invalid header value"),
+        E::NewLine => HttpError::BadRequest("invalid line ending"),
+        E::Status => HttpError::BadRequest("invalid status"),
+        E::Token => HttpError::BadRequest("invalid method or request-target"),
+        E::Version => {
+            // A well-formed version we do not speak (HTTP/2.0, HTTP/1.2,
+            // HTTP/0.9 — including the HTTP/2 preface "PRI * HTTP/2.0") is a
+            // 505; anything else in that position is just malformed.
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+            match version {
+                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                {
+                    if version == b"HTTP/1.0" || version == b"HTTP/1.1" {
+                        // A supported version in last place means the
+                        // request line itself is malformed (e.g. extra spaces).
+                        HttpError::BadRequest("malformed request line")
+                    } else {
+                        HttpError::VersionNotSupported
+                    }
+                }
+                _ => HttpError::BadRequest("invalid HTTP version"),
+            }
+        }
+    }
+}
+
+/// RFC 9112 §3.2: which request-target forms are allowed. The parser only
+/// checks the shape; what to do with an absolute-form or asterisk-form target
+/// is the worker's decision.
+fn check_target(buf: &[u8], head: &Head) -> Result<(), HttpError> {
+    let method = &buf[head.method.clone()];
+    let target = &buf[head.target.clone()];
+    if target.is_empty() {
+        return Err(HttpError::BadRequest("empty request-target"));
+    }
+    // §3.2.3: CONNECT takes authority-form (host ":" port), and only it does.
+    if method == b"CONNECT" {
+        return if is_authority_form(target) {
+            Ok(())
+        } else {
+            Err(HttpError::BadRequest("CONNECT needs host:port"))
+        };
+    }
+    // §3.2.1 origin-form, §3.2.4 asterisk-form (accepted for any method;
+    // the worker answers non-OPTIONS "*" itself).
+    if target[0] == b'/' || target == b"*" {
+        return Ok(());
+    }
+    // §3.2.2 absolute-form. We require "scheme://" so that an authority-form
+    // target like "example.com:443" on a non-CONNECT method (which also
+    // parses as a URI with scheme "example.com") is refused.
+    if is_absolute_form(target) {
+        return Ok(());
+    }
+    Err(HttpError::BadRequest("invalid request-target"))
+}
+
+fn is_authority_form(target: &[u8]) -> bool {
+    let Some(colon) = target.iter().rposition(|&b| b == b':') else {
+        return false;
+    };
+    let (host, port) = (&target[..colon], &target[colon + 1..]);
+    !host.is_empty()
+        && !port.is_empty()
+        && port.iter().all(u8::is_ascii_digit)
+        && !host.iter().any(|b| b"/?#@".contains(b))
+}
+
+fn is_absolute_form(target: &[u8]) -> bool {
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let scheme = &target[..colon];
+    scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && target[colon + 1..].starts_with(b"//")
+}
+
+/// Header-level rules: Host, body framing, Connection and Expect.
+fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), HttpError> {
+    let mut hosts = 0;
+    let mut content_length: Option<&[u8]> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut expect_continue = false;
+    for (name, value) in &head.headers {
+        let (name, value) = (&buf[name.clone()], &buf[value.clone()]);
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9112 §6.3 item 5 lets a recipient accept repeated identical
+            // values; we refuse any repeat, since a proxy might pick either.
+            if content_length.replace(value).is_some() {
+                return Err(HttpError::BadRequest("duplicate Content-Length"));
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Several lines would form one list (RFC 9110 §5.3); refusing
+            // them avoids any disagreement about how they combine.
+            if transfer_encoding.replace(value).is_some() {
+                return Err(HttpError::BadRequest("multiple Transfer-Encoding lines"));
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            // RFC 9112 §9.3: connection options are a case-insensitive list.
+            for option in list_elements(value) {
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    head.framing = match (transfer_encoding, content_length) {
+        (None, None) => Framing::None,
+        // RFC 9112 §6.1: a server MAY reject a request with both, and
+        // must close the connection if it does not; rejecting is simpler.
+        (Some(_), Some(_)) => {
+            return Err(HttpError::BadRequest(
+                "both Transfer-Encoding and Content-Length",
+            ))
+        }
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 must be treated as
+        // faulty framing, since 1.0 intermediaries do not understand it.
+        (Some(_), None) if head.minor_version == 0 => {
+            return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0"))
+        }
+        (Some(te), None) => transfer_coding(te)?,
+        (None, Some(cl)) => {
+            let n = parse_content_length(cl)?;
+            if n > limits.max_body {
+                return Err(HttpError::BodyTooLarge);
+            }
+            Framing::Length(n)
+        }
+    };
+
+    // RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
+    // lacks Host, and to any request with more than one Host line.
+    if hosts > 1 || (hosts == 0 && head.minor_version == 1) {
+        return Err(HttpError::BadRequest("missing or duplicate Host"));
+    }
+
+    // RFC 9112 §9.3: 1.1 is persistent unless "close"; 1.0 only with
+    // "keep-alive" (and "close" wins if a client sends both).
+    head.keep_alive = !close && (head.minor_version == 1 || keep_alive);
+    // RFC 9110 §10.1.1: 100-continue only means something to 1.1 clients.
+    head.expect_continue = expect_continue && head.minor_version == 1;
+    Ok(())
+}
+
+/// RFC 9112 §6.1: only `chunked`, alone, is accepted. A well-formed list of
+/// other codings is a 501 (we decode none of them, and `chunked` must be the
+/// final coding anyway); bytes that are not a token list at all are a 400.
+fn transfer_coding(value: &[u8]) -> Result<Framing, HttpError> {
+    if value.eq_ignore_ascii_case(b"chunked") {
+        return Ok(Framing::Chunked);
+    }
+    let mut elements = value.split(|&b| b == b',').map(trim_ows);
+    if elements.all(|e| !e.is_empty() && e.iter().all(|&b| is_tchar(b))) {
+        Err(HttpError::NotImplemented)
+    } else {
+        Err(HttpError::BadRequest("invalid Transfer-Encoding"))
+    }
+}
+
+/// RFC 9110 §8.6: Content-Length = 1*DIGIT. No sign, no inner spaces, and
+/// no list form (even "5, 5", which §8.6 lets a recipient accept).
+fn parse_content_length(value: &[u8]) -> Result<u64, HttpError> {
+    const BAD: HttpError = HttpError::BadRequest("invalid Content-Length");
+    if value.is_empty() {
+        return Err(BAD);
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return Err(BAD);
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(BAD)
+    })
+}
+
+/// Non-empty, OWS-trimmed elements of a comma-separated list (RFC 9110 §5.6.1).
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// The range `part` occupies inside `buf` (`part` must be a sub-slice of it).
+fn offsets(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    if start > buf.len() || buf.len() - start < part.len() {
+        // Only an empty slice from elsewhere can get here; it is equally
+        // empty at the end of the buffer.
+        debug_assert!(part.is_empty(), "slice not inside the buffer");
+        return buf.len()..buf.len();
+    }
+    start..start + part.len()
+}
+
+/// Strip optional whitespace (SP / HTAB, RFC 9110 §5.6.3) from both ends.
+pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// RFC 9110 §5.6.2 tchar.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A control character not allowed in a field value (everything but HTAB).
+pub(crate) fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HttpError::*;
+
+    fn parse(buf: &[u8]) -> Result<(Parsed, Head), HttpError> {
+        parse_with(buf, &Limits::default())
+    }
+
+    fn parse_with(buf: &[u8], limits: &Limits) -> Result<(Parsed, Head), HttpError> {
+        let mut head = Head::default();
+        parse_head(buf, limits, &mut head).map(|p| (p, head))
+    }
+
+    /// Shorthand for a complete HTTP/1.1 GET with the given header lines.
+    fn get(headers: &str) -> Vec<u8> {
+        format!("GET / HTTP/1.1\r\nHost: h\r\n{headers}\r\n").into_bytes()
+    }
+
+    fn post(headers: &str) -> Vec<u8> {
+        format!("POST / HTTP/1.1\r\nHost: h\r\n{headers}\r\n").into_bytes()
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn accepted_heads() {
+        let cases: &[(&str, &[u8], Framing, bool, bool)] = &[
+            // (what it guards, request, framing, keep_alive, expect_continue)
+            ("plain 1.1 GET", &get(""), Framing::None, true, false),
+            ("1.0 without keep-alive closes", b"GET / HTTP/1.0\r\n\r\n", Framing::None, false, false),
+            ("1.0 keep-alive, any case", b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Framing::None, true, false),
+            ("1.1 close is a token in a list", &get("Connection: upgrade, CLOSE\r\n"), Framing::None, false, false),
+            ("close wins over keep-alive", b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", Framing::None, false, false),
+            ("Connection lines combine", &get("Connection: foo\r\nConnection: close\r\n"), Framing::None, false, false),
+            ("Content-Length", &post("Content-Length: 42\r\n"), Framing::Length(42), true, false),
+            ("Content-Length zero", &post("content-length: 0\r\n"), Framing::Length(0), true, false),
+            ("Content-Length u64::MAX", &post("Content-Length: 18446744073709551615\r\n"), Framing::Length(u64::MAX), true, false),
+            ("chunked, any case, OWS trimmed", &post("Transfer-Encoding: \t ChUnKeD \r\n"), Framing::Chunked, true, false),
+            ("100-continue, any case", &post("Expect: 100-Continue\r\nContent-Length: 1\r\n"), Framing::Length(1), true, true),
+            ("100-continue is ignored on 1.0", b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", Framing::None, false, false),
+            ("other expectations are not 100-continue", &post("Expect: 200-ok\r\n"), Framing::None, true, false),
+            ("1.0 needs no Host", b"GET / HTTP/1.0\r\n\r\n", Framing::None, false, false),
+        ];
+        for &(what, req, framing, keep_alive, expect_continue) in cases {
+            let (p, head) = parse(req).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(p, Parsed::Complete, "{what}");
+            assert_eq!(head.len, req.len(), "{what}");
+            assert_eq!(head.framing, framing, "{what}");
+            assert_eq!(head.keep_alive, keep_alive, "{what}");
+            assert_eq!(head.expect_continue, expect_continue, "{what}");
+        }
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn accepted_targets() {
+        let cases: &[(&str, &str, &str)] = &[
+            // (what it guards, method, target)
+            ("origin-form", "GET", "/a/b?c=d"),
+            ("origin-form keeps repeated slashes", "GET", "///x"),
+            ("absolute-form", "GET", "http://example.com/foo?q=1"),
+            ("absolute-form with userinfo and IPv6", "GET", "http://u:p@[::1]:8080/x"),
+            ("asterisk-form for OPTIONS", "OPTIONS", "*"),
+            ("asterisk-form for any method (worker decides)", "GET", "*"),
+            ("authority-form for CONNECT", "CONNECT", "example.com:443"),
+            ("authority-form with IPv6 for CONNECT", "CONNECT", "[::1]:443"),
+            ("method is any token", "-BLARGH", "/"),
+        ];
+        for &(what, method, target) in cases {
+            let req = format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let (_, head) = parse(req.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            assert_eq!(&req.as_bytes()[head.method], method.as_bytes(), "{what}");
+            assert_eq!(&req.as_bytes()[head.target], target.as_bytes(), "{what}");
+        }
+    }
+
+    #[test]
+    fn offsets_point_into_the_buffer() {
+        // Leading empty lines are skipped (RFC 9112 §2.2) but counted in len.
+        let req = b"\r\n\r\nPUT /x HTTP/1.1\r\nHost:  a b \t\r\nX-Empty:\r\n\r\nbody";
+        let (p, head) = parse(req).unwrap();
+        assert_eq!(p, Parsed::Complete);
+        assert_eq!(&req[head.method.clone()], b"PUT");
+        assert_eq!(&req[head.target.clone()], b"/x");
+        assert_eq!(head.minor_version, 1);
+        let fields: Vec<(&[u8], &[u8])> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (&req[n.clone()], &req[v.clone()]))
+            .collect();
+        assert_eq!(fields, [(&b"Host"[..], &b"a b"[..]), (b"X-Empty", b"")]);
+        assert_eq!(&req[head.len..], b"body");
+    }
+
+    #[test]
+    fn clear_keeps_the_allocation() {
+        let (_, mut head) = parse(&get("A: 1\r\nB: 2\r\n")).unwrap();
+        let cap = head.headers.capacity();
+        head.clear();
+        assert!(head.headers.is_empty());
+        assert_eq!(head.headers.capacity(), cap);
+        assert_eq!(head.len, 0);
+        assert_eq!(head.framing, Framing::None);
+    }
+
+    #[test]
+    fn partial_heads() {
+        let cases: &[(&str, &[u8])] = &[
+            ("nothing yet", b""),
+            ("only a leading empty line", b"\r\n"),
+            ("half a CRLF", b"GET / HTTP/1.1\r"),
+            ("request line only", b"GET / HTTP/1.1\r\n"),
+            (
+                "headers but no empty line",
+                b"GET / HTTP/1.1\r\nHost: h\r\n",
+            ),
+            ("CR of the final CRLF", b"GET / HTTP/1.1\r\nHost: h\r\n\r"),
+            ("HTTP/2 preface, first bytes", b"PRI * HTTP/2.0\r\n"),
+        ];
+        for &(what, req) in cases {
+            assert_eq!(parse(req).map(|r| r.0), Ok(Parsed::Partial), "{what}");
+        }
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn rejected_heads() {
+        let bad = |r: &'static str| BadRequest(r);
+        let cases: &[(&str, Vec<u8>, HttpError)] = &[
+            // Host (RFC 9112 §3.2).
+            ("1.1 without Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
+            ("duplicate Host", get("Host: h\r\n"), bad("missing or duplicate Host")),
+            ("duplicate Host on 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
+            // Line endings (RFC 9112 §2.2).
+            ("bare LF ends a header line", get("A: b\n"), bad("bare LF in head")),
+            ("bare LF ends the head", b"GET / HTTP/1.1\r\nHost: h\r\n\n".to_vec(), bad("bare LF in head")),
+            ("LF LF head", b"GET / HTTP/1.1\nHost: h\n\n".to_vec(), bad("bare LF in head")),
+            ("bare CR in a value", get("A: b\rc\r\n"), bad("bare CR in head")),
+            ("bare CR in the request line", b"GET /\r HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("bare CR in head")),
+            ("bare CR seen while incomplete", b"GET / HTTP/1.1\r\nA: \rb".to_vec(), bad("bare CR in head")),
+            ("leading bare LF", b"\nGET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("bare LF in head")),
+            // Field syntax (RFC 9112 §5).
+            ("whitespace between name and colon", get("Content-Length : 3\r\n"), bad("invalid header name")),
+            ("obs-fold with SP", get("A: b\r\n c\r\n"), bad("obsolete line folding")),
+            ("obs-fold with HTAB", get("A: b\r\n\tc\r\n"), bad("obsolete line folding")),
+            ("NUL in a value", get("A: b\0c\r\n"), bad("invalid header value")),
+            ("BEL in a value", get("A: b\x07c\r\n"), bad("invalid header value")),
+            ("DEL in a value", get("A: b\x7fc\r\n"), bad("invalid header value")),
+            ("non-token header name", get("A@b: c\r\n"), bad("invalid header name")),
+            ("NUL in a header name", get("a\0b: c\r\n"), bad("invalid header name")),
+            ("non-ASCII header name", "GET / HTTP/1.1\r\nHost: h\r\nContent-Lengthß: 3\r\n\r\n" .as_bytes() .to_vec(), bad("invalid header name")),
+            ("header line without colon", get("NoColon\r\n"), bad("invalid header name")),
+            // Content-Length (RFC 9110 §8.6, RFC 9112 §6.3).
+            ("negative Content-Length", post("Content-Length: -1\r\n"), bad("invalid Content-Length")),
+            ("signed Content-Length", post("Content-Length: +1\r\n"), bad("invalid Content-Length")),
+            ("Content-Length with inner space", post("Content-Length: 0 1\r\n"), bad("invalid Content-Length")),
+            ("Content-Length list", post("Content-Length: 5, 5\r\n"), bad("invalid Content-Length")),
+            ("empty Content-Length", post("Content-Length:\r\n"), bad("invalid Content-Length")),
+            ("hex Content-Length", post("Content-Length: 0x10\r\n"), bad("invalid Content-Length")),
+            ("Content-Length over u64", post("Content-Length: 18446744073709551616\r\n"), bad("invalid Content-Length")),
+            ("same Content-Length twice", post("Content-Length: 5\r\nContent-Length: 5\r\n"), bad("duplicate Content-Length")),
+            ("different Content-Lengths", post("Content-Length: 5\r\ncontent-length: 6\r\n"), bad("duplicate Content-Length")),
+            // Transfer-Encoding (RFC 9112 §6.1).
+            ("TE with CL", post("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"), bad("both Transfer-Encoding and Content-Length")),
+            ("TE with CL, TE first", post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"), bad("both Transfer-Encoding and Content-Length")),
+            ("two TE lines", post("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), bad("multiple Transfer-Encoding lines")),
+            ("two chunked TE lines", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), bad("multiple Transfer-Encoding lines")),
+            ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), bad("Transfer-Encoding in HTTP/1.0")),
+            ("chunked not alone", post("Transfer-Encoding: gzip, chunked\r\n"), NotImplemented),
+            ("chunked not last", post("Transfer-Encoding: chunked, gzip\r\n"), NotImplemented),
+            ("identity", post("Transfer-Encoding: identity\r\n"), NotImplemented),
+            ("chunked listed twice", post("Transfer-Encoding: chunked, chunked\r\n"), NotImplemented),
+            ("obs-text before chunked", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \x85chunked\r\n\r\n".to_vec(), bad("invalid Transfer-Encoding")),
+            ("obs-text after chunked", b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\xa0\r\n\r\n".to_vec(), bad("invalid Transfer-Encoding")),
+            ("empty list element", post("Transfer-Encoding: chunked,\r\n"), bad("invalid Transfer-Encoding")),
+            ("empty TE", post("Transfer-Encoding:\r\n"), bad("invalid Transfer-Encoding")),
+            // Request line (RFC 9112 §3).
+            ("HTTP/2.0", b"GET / HTTP/2.0\r\n\r\n".to_vec(), VersionNotSupported),
+            ("HTTP/1.2", b"GET / HTTP/1.2\r\n\r\n".to_vec(), VersionNotSupported),
+            ("HTTP/0.9 spelled out", b"GET / HTTP/0.9\r\n\r\n".to_vec(), VersionNotSupported),
+            ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), VersionNotSupported),
+            ("not HTTP", b"GET / FTP/1.1\r\n\r\n".to_vec(), bad("invalid HTTP version")),
+            ("version without dot", b"GET / HTTP/111\r\n\r\n".to_vec(), bad("invalid HTTP version")),
+            ("version with long major", b"GET / HTTP/11.1\r\n\r\n".to_vec(), bad("invalid HTTP version")),
+            ("lower-case http", b"GET / http/1.1\r\n\r\n".to_vec(), bad("invalid HTTP version")),
+            ("missing target", b"GET HTTP/1.1\r\n\r\n".to_vec(), bad("invalid method or request-target")),
+            ("two spaces before target", b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid method or request-target")),
+            ("extra word in request line", b"GET / x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("malformed request line")),
+            ("trailing space after version", b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n".to_vec(), bad("invalid line ending")),
+            ("non-token method", b"GE:T / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid method or request-target")),
+            ("NUL in method", b"GET\0 / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid method or request-target")),
+            ("non-ASCII method", "GETß / HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes().to_vec(), bad("invalid method or request-target")),
+            ("leading space before method", b" GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid method or request-target")),
+            ("relative target", b"GET foo/bar HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid request-target")),
+            ("authority-form without CONNECT", b"GET example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid request-target")),
+            ("CONNECT with origin-form", b"CONNECT / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("CONNECT needs host:port")),
+            ("CONNECT without port", b"CONNECT example.com HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("CONNECT needs host:port")),
+            ("absolute-form without //", b"GET mailto:x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid request-target")),
+        ];
+        for (what, req, want) in cases {
+            assert_eq!(parse(req).map(|r| r.0), Err(*want), "{what}");
+        }
+    }
+
+    #[rustfmt::skip]
+    #[test]
+    fn limits() {
+        let small = Limits {
+            max_request_line: 20,
+            max_headers: 2,
+            max_field_size: 10,
+            max_head: 60,
+            max_body: 100,
+        };
+        let cases: &[(&str, &[u8], Result<Parsed, HttpError>)] = &[
+            // (what it guards, request, result under `small`)
+            ("request line over the limit", b"GET /123456789012 HTTP/1.0\r\n\r\n", Err(UriTooLong)),
+            ("request line exactly at the limit", b"GET /123456 HTTP/1.0\r\n\r\n", Ok(Parsed::Complete)),
+            ("incomplete request line over the limit", b"GET /1234567890123456", Err(UriTooLong)),
+            ("incomplete request line at the limit, CR pending", b"GET /123456 HTTP/1.0\r", Ok(Parsed::Partial)),
+            ("field line over the limit (CRLF counts)", b"GET / HTTP/1.0\r\nA: 123456\r\n\r\n", Err(HeadersTooLarge)),
+            ("field line exactly at the limit", b"GET / HTTP/1.0\r\nA: 12345\r\n\r\n", Ok(Parsed::Complete)),
+            ("incomplete field line over the limit", b"GET / HTTP/1.0\r\nA: 123456", Err(HeadersTooLarge)),
+            ("too many fields", b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", Err(HeadersTooLarge)),
+            ("fields at the limit", b"GET / HTTP/1.0\r\nA: 1\r\nB: 2\r\n\r\n", Ok(Parsed::Complete)),
+            ("complete head over max_head", b"GET / HTTP/1.0\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\n\r\n", Err(HeadersTooLarge)),
+            ("incomplete head over max_head", b"GET / HTTP/1.0\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\n", Err(HeadersTooLarge)),
+            ("endless leading CRLFs count toward max_head", &[b'\r', b'\n'].repeat(31), Err(HeadersTooLarge)),
+        ];
+        for (what, req, want) in cases {
+            assert_eq!(parse_with(req, &small).map(|r| r.0), *want, "{what}");
+        }
+        let body_limit = Limits {
+            max_body: 100,
+            ..Limits::default()
+        };
+        assert_eq!(
+            parse_with(
+                b"GET / HTTP/1.0\r\nContent-Length: 101\r\n\r\n",
+                &body_limit
+            )
+            .map(|r| r.0),
+            Err(BodyTooLarge),
+            "Content-Length over max_body"
+        );
+        assert_eq!(
+            parse_with(
+                b"GET / HTTP/1.0\r\nContent-Length: 100\r\n\r\n",
+                &body_limit
+            )
+            .map(|r| r.0),
+            Ok(Parsed::Complete),
+            "Content-Length at max_body"
+        );
+        // More headers than fit on the stack still parse when allowed.
+        let many = Limits {
+            max_headers: 150,
+            ..Limits::default()
+        };
+        let req = get(&"A: 1\r\n".repeat(140));
+        assert_eq!(parse_with(&req, &many).unwrap().1.headers.len(), 141);
+        assert_eq!(parse(&req).map(|r| r.0), Err(HeadersTooLarge));
+    }
+
+    #[test]
+    fn every_prefix_is_partial_and_the_whole_is_complete() {
+        let req = b"\r\nPOST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for end in 0..req.len() {
+            assert_eq!(
+                parse(&req[..end]).map(|r| r.0),
+                Ok(Parsed::Partial),
+                "{end}"
+            );
+        }
+        assert_eq!(parse(req).unwrap().1.framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(parse_content_length(b"007"), Ok(7));
+        assert!(is_tchar(b'~') && !is_tchar(b'"') && !is_tchar(b' '));
+        assert!(is_ctl(0) && is_ctl(0x7f) && !is_ctl(b'\t') && !is_ctl(0x80));
+    }
+}

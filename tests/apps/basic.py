@@ -1,0 +1,114 @@
+"""A small app with one route per behaviour the integration tests check."""
+
+import json
+import os
+import sys
+import time
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    route = ROUTES.get(path)
+    if route is None:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+    return route(environ, start_response)
+
+
+def hello(environ, start_response):
+    body = b"Hello, World!\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def echo(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+
+
+def pid(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+def slow(environ, start_response):
+    seconds = float(environ.get("QUERY_STRING") or "2")
+    # tests/it wait for this line to know the request is in flight.
+    print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+    time.sleep(seconds)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slow done\n"]
+
+
+def error(environ, start_response):
+    raise RuntimeError("boom from the test app")
+
+
+def env(environ, start_response):
+    keep = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
+    body = json.dumps(keep, sort_keys=True).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        for i in range(5):
+            yield b"x" * 30000 + b"\n"
+
+    return gen()
+
+
+def python(environ, start_response):
+    info = {"version": sys.version.split()[0], "prefix": sys.prefix, "executable": sys.executable, "path": sys.path}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(info).encode()]
+
+
+def import_module(environ, start_response):
+    """Import the module named by the query string and return its MESSAGE."""
+    import importlib
+
+    module = importlib.import_module(environ["QUERY_STRING"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [module.MESSAGE.encode()]
+
+
+class Closing:
+    """An iterable whose close() must be called exactly once."""
+
+    closed = 0
+
+    def __iter__(self):
+        yield b"closing"
+
+    def close(self):
+        Closing.closed += 1
+
+
+def closing(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Closing()
+
+
+def closed_count(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(Closing.closed).encode()]
+
+
+ROUTES = {
+    "/": hello,
+    "/echo": echo,
+    "/pid": pid,
+    "/slow": slow,
+    "/error": error,
+    "/env": env,
+    "/stream": stream,
+    "/python": python,
+    "/import": import_module,
+    "/closing": closing,
+    "/closed-count": closed_count,
+}

@@ -1,0 +1,147 @@
+//! The embedded interpreter is the one ferricorn was built against, or the active
+//! virtualenv's — whatever PATH says.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::http;
+use crate::util::ServerBuilder;
+
+const BUILD_PYTHON: &str = env!("FERRICORN_BUILD_PYTHON");
+
+/// `sys.version` (short) and `sys.prefix` of the build interpreter, asked directly.
+fn build_python_facts() -> (String, String) {
+    let out = Command::new(BUILD_PYTHON)
+        .args([
+            "-c",
+            "import sys; print(sys.version.split()[0]); print(sys.prefix)",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn runs_the_build_interpreter_from_a_bare_environment() {
+    // No pyenv shims, no VIRTUAL_ENV: `env -i PATH=/usr/bin:/bin ferricorn ...`.
+    // Without an explicit program name CPython would find /usr/bin/python3 here
+    // and mix another stdlib into ours.
+    let (version, prefix) = build_python_facts();
+    let extra = scratch_dir("pythonpath");
+    std::fs::write(
+        extra.join("from_pythonpath.py"),
+        "MESSAGE = 'PYTHONPATH works'\n",
+    )
+    .unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("PYTHONPATH", extra.to_str().unwrap())
+        .start();
+    let info = http::get(server.addr(), "/python").unwrap().text();
+    assert!(
+        info.contains(&format!("\"version\": \"{version}\"")),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("\"prefix\": \"{prefix}\"")),
+        "{info}"
+    );
+    assert!(
+        !info.contains("/usr/lib/python3"),
+        "no foreign stdlib on sys.path: {info}"
+    );
+    assert_eq!(
+        http::get(server.addr(), "/import?from_pythonpath")
+            .unwrap()
+            .text(),
+        "PYTHONPATH works"
+    );
+}
+
+#[test]
+fn imports_packages_of_the_active_virtualenv() {
+    let venv = scratch_dir("venv");
+    let status = Command::new(BUILD_PYTHON)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let site = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::write(
+        site.join("ferricorn_venv_probe.py"),
+        "MESSAGE = 'only in the venv'\n",
+    )
+    .unwrap();
+
+    let path = format!("{}:/usr/bin:/bin", venv.join("bin").display());
+    let server = ServerBuilder::new("basic:app")
+        .env_clear()
+        .env("PATH", &path)
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .start();
+    assert_eq!(
+        http::get(server.addr(), "/import?ferricorn_venv_probe")
+            .unwrap()
+            .text(),
+        "only in the venv"
+    );
+    let info = http::get(server.addr(), "/python").unwrap().text();
+    assert!(
+        info.contains(&format!("\"prefix\": \"{}\"", venv.display())),
+        "{info}"
+    );
+
+    // Outside the venv the package is not importable: it really came from the venv.
+    let plain = ServerBuilder::new("basic:app")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .start();
+    assert_eq!(
+        http::get(plain.addr(), "/import?ferricorn_venv_probe")
+            .unwrap()
+            .status,
+        500
+    );
+}
+
+#[test]
+fn a_virtualenv_of_another_python_version_is_refused_with_exit_3() {
+    let venv = scratch_dir("venv-other");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("bin/python"), "").unwrap();
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /nowhere\nversion = 2.7.18\n",
+    )
+    .unwrap();
+    let mut server = ServerBuilder::new("basic:app")
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .spawn();
+    let status = server.wait_exit(std::time::Duration::from_secs(20));
+    assert_eq!(status.code(), Some(3), "{}", server.log());
+    assert!(
+        server.log().contains("is for Python 2.7"),
+        "{}",
+        server.log()
+    );
+}

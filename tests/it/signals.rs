@@ -1,0 +1,211 @@
+//! The exit contract: what each stopping signal does and the status a shell reads.
+//! One test per row of docs/signals.md.
+
+use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::http::Client;
+use crate::util::{Server, ServerBuilder};
+
+const STOP: Duration = Duration::from_secs(15);
+
+/// Start a 2 s request and wait until the app is inside it.
+fn request_in_flight(server: &Server) -> Client {
+    let mut c = Client::connect(server.addr()).unwrap();
+    c.send(b"GET /slow?2 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    server.wait_log(
+        |l| l.contains("slow request started"),
+        Duration::from_secs(10),
+    );
+    c
+}
+
+/// After the master has handled the stop, nobody accepts on the port any more.
+fn assert_refused(server: &Server) {
+    server.wait_log(|l| l.contains("Handling signal:"), Duration::from_secs(5));
+    let err = TcpStream::connect_timeout(&server.addr(), Duration::from_secs(2))
+        .expect_err("a new connection after the stop signal must be refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+}
+
+fn graceful_stop_case(args: &[&str], group: bool) -> (std::process::ExitStatus, Server) {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(args)
+        .workers(2)
+        .start();
+    let mut c = request_in_flight(&server);
+    let sent = Instant::now();
+    if group {
+        server.signal_group(Signal::SIGTERM);
+    } else {
+        server.signal(Signal::SIGTERM);
+    }
+    assert_refused(&server);
+    let resp = c
+        .read_response(false)
+        .expect("the in-flight request completes");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "slow done\n");
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "a stopping worker closes the connection"
+    );
+    let status = server.wait_exit(STOP);
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "stopped promptly after the request: {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        !server.log().contains("Booting worker with pid")
+            || server.log().matches("Booting worker with pid").count() == 2,
+        "no respawn during the stop:\n{}",
+        server.log()
+    );
+    (status, server)
+}
+
+#[test]
+fn sigterm_drains_the_in_flight_request_and_dies_by_sigterm() {
+    let (status, server) = graceful_stop_case(&[], false);
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "a shell reads 143; log:\n{}",
+        server.log()
+    );
+    assert_eq!(Server::shell_status(status), 143);
+    server.wait_log(
+        |l| {
+            l.contains("Shutting down: graceful stop after SIGTERM")
+                && l.contains("exiting with SIGTERM (status 143)")
+        },
+        STOP,
+    );
+}
+
+#[test]
+fn sigterm_to_the_whole_process_group_behaves_the_same() {
+    // Heroku, systemd and Docker's init signal every process: the workers get
+    // SIGTERM directly too, and must neither drop the request nor be respawned.
+    let (status, server) = graceful_stop_case(&[], true);
+    assert_eq!(status.signal(), Some(15), "log:\n{}", server.log());
+}
+
+#[test]
+fn term_exit_0_reproduces_gunicorn() {
+    let (status, server) = graceful_stop_case(&["--term-exit", "0"], false);
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+}
+
+#[test]
+fn term_exit_3_exits_3() {
+    let (status, server) = graceful_stop_case(&["--term-exit", "3"], true);
+    assert_eq!(status.code(), Some(3), "log:\n{}", server.log());
+}
+
+#[test]
+fn sigint_cuts_the_in_flight_request_and_dies_by_sigint() {
+    let mut server = ServerBuilder::new("basic:app").start();
+    let mut c = request_in_flight(&server);
+    let sent = Instant::now();
+    server.signal(Signal::SIGINT);
+    let status = server.wait_exit(STOP);
+    assert!(
+        c.read_response(false).is_err(),
+        "the request was cut, not answered"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_millis(1900),
+        "quick stop did not wait for the request: {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "a shell reads 130; log:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn sigquit_is_a_quick_stop_and_dies_by_sigquit() {
+    let mut server = ServerBuilder::new("basic:app").start();
+    let mut c = request_in_flight(&server);
+    server.signal_group(Signal::SIGQUIT);
+    let status = server.wait_exit(STOP);
+    assert!(c.read_response(false).is_err(), "the request was cut");
+    // The master dies by SIGQUIT without a core file (status 131 in a shell).
+    assert_eq!(status.signal(), Some(3), "log:\n{}", server.log());
+}
+
+#[test]
+fn int_exit_and_quit_exit_choose_codes() {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--int-exit", "0"])
+        .start();
+    server.signal(Signal::SIGINT);
+    assert_eq!(server.wait_exit(STOP).code(), Some(0));
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--quit-exit", "7"])
+        .start();
+    server.signal(Signal::SIGQUIT);
+    assert_eq!(server.wait_exit(STOP).code(), Some(7));
+}
+
+#[test]
+fn a_repeated_sigterm_changes_nothing() {
+    let mut server = ServerBuilder::new("basic:app").start();
+    let mut c = request_in_flight(&server);
+    server.signal(Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("Handling signal: term"),
+        Duration::from_secs(5),
+    );
+    server.signal_group(Signal::SIGTERM);
+    server.wait_log(|l| l.contains("already stopping"), Duration::from_secs(5));
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    assert_eq!(server.wait_exit(STOP).signal(), Some(15));
+}
+
+#[test]
+fn sigint_during_a_graceful_stop_escalates_to_a_quick_stop() {
+    let mut server = ServerBuilder::new("basic:app").start();
+    let mut c = request_in_flight(&server);
+    server.signal(Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("Handling signal: term"),
+        Duration::from_secs(5),
+    );
+    server.signal(Signal::SIGINT);
+    let status = server.wait_exit(STOP);
+    assert!(c.read_response(false).is_err(), "the request was cut");
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "the escalating signal decides the exit; log:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn the_graceful_timeout_kills_what_is_left() {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--graceful-timeout", "0.5"])
+        .start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    c.send(b"GET /slow?30 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    server.wait_log(
+        |l| l.contains("slow request started"),
+        Duration::from_secs(10),
+    );
+    server.signal(Signal::SIGTERM);
+    let status = server.wait_exit(STOP);
+    assert_eq!(status.signal(), Some(15));
+    server.wait_log(|l| l.contains("sending SIGKILL"), STOP);
+    server.wait_log(|l| l.contains("1 killed"), STOP);
+}

@@ -1,0 +1,324 @@
+//! Start the real `ferricorn` binary and talk to it the way a user would.
+//!
+//! Every server is started in its own process group on 127.0.0.1 port 0, is
+//! waited for by reading its log (never by sleeping), and is killed with its
+//! whole group when the handle drops.
+
+pub mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferricorn");
+/// How long a server gets to boot in tests (generous: CI machines are slow).
+pub const BOOT: Duration = Duration::from_secs(20);
+
+pub fn apps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
+}
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Lines a process wrote, shared with the thread that reads them.
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    fn collect(self: &Arc<Self>, stream: impl std::io::Read + Send + 'static) {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                me.lines.lock().unwrap().0.push(line);
+                me.changed.notify_all();
+            }
+            me.lines.lock().unwrap().1 = true;
+            me.changed.notify_all();
+        });
+    }
+
+    /// Wait until `count` lines satisfy `pred`; returns the last one matched.
+    fn wait_for(
+        &self,
+        pred: &dyn Fn(&str) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            let matched: Vec<&String> = guard.0.iter().filter(|l| pred(l)).collect();
+            if matched.len() >= count {
+                return matched.get(count - 1).map(|s| s.to_string());
+            }
+            let now = Instant::now();
+            if guard.1 || now >= deadline {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Wait until the writer side closed (every process holding the pipe exited).
+    fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        while !guard.1 && Instant::now() < deadline {
+            guard = self
+                .changed
+                .wait_timeout(guard, deadline - Instant::now())
+                .unwrap()
+                .0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().0.join("\n")
+    }
+}
+
+pub struct ServerBuilder {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    env_clear: bool,
+    default_bind: bool,
+    workers: usize,
+    workers_flag: bool,
+    chdir: PathBuf,
+}
+
+impl ServerBuilder {
+    pub fn new(app: &str) -> ServerBuilder {
+        ServerBuilder {
+            args: vec![app.to_string()],
+            envs: Vec::new(),
+            env_clear: false,
+            default_bind: true,
+            workers: 1,
+            workers_flag: true,
+            chdir: apps_dir(),
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.envs.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// Start from an empty environment (then add with `env`).
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// Do not add `-b 127.0.0.1:0` (the test binds itself, or tests PORT).
+    pub fn no_default_bind(mut self) -> Self {
+        self.default_bind = false;
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Do not pass `-w` (the test sets WEB_CONCURRENCY); `workers` still says how
+    /// many ready workers to wait for.
+    pub fn no_workers_flag(mut self) -> Self {
+        self.workers_flag = false;
+        self
+    }
+
+    /// Serve an app from this directory instead of tests/apps.
+    pub fn chdir(mut self, dir: &Path) -> Self {
+        self.chdir = dir.to_path_buf();
+        self
+    }
+
+    /// Start the process without waiting for it to be ready.
+    pub fn spawn(self) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--chdir").arg(&self.chdir);
+        if self.workers_flag {
+            cmd.args(["-w", &self.workers.to_string()]);
+        }
+        if self.default_bind {
+            cmd.args(["-b", "127.0.0.1:0"]);
+        }
+        cmd.args(&self.args);
+        if self.env_clear {
+            cmd.env_clear();
+        }
+        // A developer's shell must not change what the tests see.
+        cmd.env_remove("PORT").env_remove("WEB_CONCURRENCY");
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Its own process group: tests can signal the group as Heroku and systemd
+        // do, and Drop can kill everything the server started.
+        cmd.process_group(0);
+        let mut child = cmd.spawn().expect("ferricorn binary starts");
+        let pid = child.id() as i32;
+        let stderr = Arc::new(Lines::default());
+        let stdout = Arc::new(Lines::default());
+        stderr.collect(child.stderr.take().expect("piped stderr"));
+        stdout.collect(child.stdout.take().expect("piped stdout"));
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        Server {
+            pid,
+            stderr,
+            stdout,
+            exit: rx,
+            status: None,
+            addr: None,
+            workers: self.workers,
+        }
+    }
+
+    /// Start and wait until it listens and every worker is ready.
+    pub fn start(self) -> Server {
+        let mut server = self.spawn();
+        server.wait_ready();
+        server
+    }
+}
+
+pub struct Server {
+    pub pid: i32,
+    stderr: Arc<Lines>,
+    stdout: Arc<Lines>,
+    exit: Receiver<std::io::Result<ExitStatus>>,
+    status: Option<ExitStatus>,
+    addr: Option<SocketAddr>,
+    workers: usize,
+}
+
+impl Server {
+    pub fn wait_ready(&mut self) {
+        let line = self
+            .stderr
+            .wait_for(&|l| l.contains("Listening at: http://"), 1, BOOT)
+            .unwrap_or_else(|| panic!("server did not listen; log:\n{}", self.log()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("address in the listening line");
+        self.addr = Some(addr.parse().expect("a socket address"));
+        self.wait_log_count(|l| l.contains(") ready"), self.workers, BOOT);
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("server is ready")
+    }
+
+    /// The whole error log so far.
+    pub fn log(&self) -> String {
+        self.stderr.text()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// Wait for a log line; panics with the log if it does not come.
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        self.wait_log_count(pred, 1, timeout)
+    }
+
+    pub fn wait_log_count(
+        &self,
+        pred: impl Fn(&str) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> String {
+        self.stderr
+            .wait_for(&pred, count, timeout)
+            .unwrap_or_else(|| {
+                panic!(
+                    "expected log line did not appear within {timeout:?}; log:\n{}",
+                    self.log()
+                )
+            })
+    }
+
+    pub fn try_wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
+        self.stderr.wait_for(&pred, 1, timeout)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid), sig).expect("signal the master");
+    }
+
+    /// Signal every process of the server, as Heroku and systemd do.
+    pub fn signal_group(&self, sig: Signal) {
+        killpg(Pid::from_raw(self.pid), sig).expect("signal the process group");
+    }
+
+    /// Wait for the master to exit; panics if it does not within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        match self.exit.recv_timeout(timeout) {
+            Ok(Ok(status)) => {
+                self.status = Some(status);
+                // Read what was written up to the end, so log assertions see it all.
+                self.stderr.wait_closed(Duration::from_secs(5));
+                self.stdout.wait_closed(Duration::from_secs(5));
+                status
+            }
+            _ => panic!(
+                "server did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// The status a POSIX shell would report (`$?`).
+    pub fn shell_status(status: ExitStatus) -> i32 {
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+            let _ = self.exit.recv_timeout(Duration::from_secs(10));
+        } else {
+            // Workers that outlived their master would be a bug; never leave them running.
+            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+}
