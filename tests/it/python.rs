@@ -145,3 +145,36 @@ fn a_virtualenv_of_another_python_version_is_refused_with_exit_3() {
         server.log()
     );
 }
+
+#[test]
+fn pythonpath_entries_come_first_on_sys_path() {
+    let a = scratch_dir("pp-a");
+    let b = scratch_dir("pp-b");
+    std::fs::write(a.join("pp_probe.py"), "MESSAGE = 'from a'\n").unwrap();
+    std::fs::write(b.join("pp_probe2.py"), "MESSAGE = 'from b'\n").unwrap();
+    let list = format!("{},{}", a.display(), b.display());
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--pythonpath", &list])
+        .start();
+    assert_eq!(
+        http::get(server.addr(), "/import?pp_probe").unwrap().text(),
+        "from a"
+    );
+    assert_eq!(
+        http::get(server.addr(), "/import?pp_probe2")
+            .unwrap()
+            .text(),
+        "from b"
+    );
+    let info = http::get(server.addr(), "/python").unwrap().text();
+    let first = format!(
+        "\"path\": [\"{}\", \"{}\", \"{}\"",
+        a.display(),
+        b.display(),
+        crate::util::apps_dir().display()
+    );
+    assert!(
+        info.contains(&first),
+        "--pythonpath, then the app dir, first on sys.path: {info}"
+    );
+}

@@ -252,3 +252,29 @@ fn environ_follows_pep_3333() {
         "underscore headers are dropped: {text}"
     );
 }
+
+#[test]
+fn ipv6_and_several_binds() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["-b", "[::1]:0", "-b", "127.0.0.1:0"])
+        .no_default_bind()
+        .start();
+    let log = server.log();
+    let v6 = log
+        .lines()
+        .find_map(|l| {
+            l.split("Listening at: http://")
+                .nth(1)
+                .filter(|a| a.starts_with('['))
+        })
+        .expect("an IPv6 listener");
+    let v6: std::net::SocketAddr = v6.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(http::get(v6, "/").unwrap().status, 200);
+    let env = http::get(v6, "/env").unwrap().text();
+    assert!(env.contains("\"REMOTE_ADDR\": \"::1\""), "{env}");
+    assert_eq!(
+        http::get(server.addr(), "/").unwrap().status,
+        200,
+        "the IPv4 listener serves too"
+    );
+}

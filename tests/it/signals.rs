@@ -209,3 +209,41 @@ fn the_graceful_timeout_kills_what_is_left() {
     server.wait_log(|l| l.contains("sending SIGKILL"), STOP);
     server.wait_log(|l| l.contains("1 killed"), STOP);
 }
+
+#[test]
+fn as_pid_1_the_master_exits_with_128_plus_n() {
+    // The kernel ignores a signal that PID 1 raises against itself with the default
+    // action, so in a container without an init "die by SIGTERM" becomes exit(143).
+    // A new PID namespace makes the master PID 1; that needs root (CI runs as root).
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: creating a PID namespace needs root");
+        return;
+    }
+    let mut server = ServerBuilder::new("basic:app")
+        .wrapped_in(&["unshare", "--pid", "--fork", "--kill-child"])
+        .start();
+    assert!(
+        server.log().contains("Listening at: http://127.0.0.1:")
+            && server.log().contains("] [1] [INFO]"),
+        "{}",
+        server.log()
+    );
+    // `server.pid` is unshare's; the master is its only child.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", server.pid)).unwrap();
+    let master: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("unshare has a child")
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(master), Signal::SIGTERM).unwrap();
+    let status = server.wait_exit(STOP);
+    // unshare passes its child's exit code on.
+    assert_eq!(status.code(), Some(143), "log:\n{}", server.log());
+    assert!(
+        server.log().contains("exiting with exit code 143"),
+        "{}",
+        server.log()
+    );
+}

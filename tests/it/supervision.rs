@@ -1,5 +1,6 @@
 //! The master keeps the configured number of workers running.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -91,4 +92,55 @@ fn hup_starts_a_new_generation_then_retires_the_old_one() {
         Duration::from_secs(10),
     );
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_reload_whose_app_fails_to_load_keeps_the_old_workers_serving() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("changing.py"),
+        "def app(e, sr):\n    sr('200 OK', [])\n    return [b'v1']\n",
+    )
+    .unwrap();
+    let mut server = ServerBuilder::new("changing:app")
+        .chdir(&dir)
+        .workers(2)
+        .start();
+    assert_eq!(http::get(server.addr(), "/").unwrap().text(), "v1");
+
+    std::fs::write(dir.join("changing.py"), "import no_such_dependency\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_log(
+        |l| l.contains("Reload failed: keeping the 2 workers of the previous generation"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        http::get(server.addr(), "/").unwrap().text(),
+        "v1",
+        "still serving the old code"
+    );
+
+    // A good reload after that works.
+    std::fs::write(
+        dir.join("changing.py"),
+        "def app(e, sr):\n    sr('200 OK', [])\n    return [b'v2']\n",
+    )
+    .unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_log_count(
+        |l| l.contains("Retiring worker"),
+        2,
+        Duration::from_secs(10),
+    );
+    // Once the old workers have handled their TERM, only the new code answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline && last != "v2" {
+        last = http::get(server.addr(), "/").unwrap().text();
+    }
+    assert_eq!(last, "v2", "log:\n{}", server.log());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).signal().is_some());
 }

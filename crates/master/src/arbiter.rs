@@ -359,6 +359,9 @@ impl<'c> Master<'c> {
                 exit_code::APP_LOAD_FAILED => "App failed to load".to_string(),
                 _ => "Worker failed to boot".to_string(),
             });
+            if self.abandon_reload(slot.generation, &message) {
+                return;
+            }
             error!("{message}");
             let reason = if code == exit_code::APP_LOAD_FAILED {
                 "App failed to load"
@@ -384,6 +387,38 @@ impl<'c> Master<'c> {
                 backoff.as_secs_f64()
             );
         }
+    }
+
+    /// A new generation (from a reload) that cannot boot while the previous one is
+    /// serving: keep serving with the previous one instead of halting.
+    fn abandon_reload(&mut self, failed_generation: u32, message: &str) -> bool {
+        let previous = self
+            .workers
+            .iter()
+            .filter(|w| w.generation < failed_generation && w.ready && !w.retiring)
+            .map(|w| w.generation)
+            .max();
+        let Some(previous) = previous else {
+            return false;
+        };
+        error!("{message}");
+        error!(
+            "Reload failed: keeping the {} workers of the previous generation",
+            self.workers
+                .iter()
+                .filter(|w| w.generation == previous)
+                .count()
+        );
+        for w in self
+            .workers
+            .iter_mut()
+            .filter(|w| w.generation >= failed_generation && !w.retiring)
+        {
+            w.retiring = true;
+            let _ = kill(w.pid, Signal::SIGTERM);
+        }
+        self.generation = previous;
+        true
     }
 
     fn read_reports(&mut self, pid: Pid) {

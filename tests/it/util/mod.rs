@@ -99,6 +99,7 @@ pub struct ServerBuilder {
     workers: usize,
     workers_flag: bool,
     chdir: PathBuf,
+    wrapper: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -111,6 +112,7 @@ impl ServerBuilder {
             workers: 1,
             workers_flag: true,
             chdir: apps_dir(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -153,6 +155,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Run the binary under another command, e.g. `unshare --pid --fork`.
+    pub fn wrapped_in(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// Serve an app from this directory instead of tests/apps.
     pub fn chdir(mut self, dir: &Path) -> Self {
         self.chdir = dir.to_path_buf();
@@ -161,7 +169,14 @@ impl ServerBuilder {
 
     /// Start the process without waiting for it to be ready.
     pub fn spawn(self) -> Server {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--chdir").arg(&self.chdir);
         if self.workers_flag {
             cmd.args(["-w", &self.workers.to_string()]);
