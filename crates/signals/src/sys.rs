@@ -146,6 +146,9 @@ pub fn set_mask(mask: &SigSet) -> io::Result<()> {
 pub fn exit_with(exit: Exit) -> ! {
     if let Exit::Signal(sig) = exit {
         if unistd::getpid().as_raw() != 1 {
+            // SIGQUIT's default action also dumps core; this is a deliberate exit,
+            // not a crash, so it must not leave a core file or read "core dumped".
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
             let _ = set_handler(sig, SigHandler::SigDfl);
             let mut only = SigSet::empty();
             only.add(sig);

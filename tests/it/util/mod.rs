@@ -100,6 +100,7 @@ pub struct ServerBuilder {
     workers_flag: bool,
     chdir: PathBuf,
     wrapper: Vec<String>,
+    allow_core_dumps: bool,
 }
 
 impl ServerBuilder {
@@ -113,6 +114,7 @@ impl ServerBuilder {
             workers_flag: true,
             chdir: apps_dir(),
             wrapper: Vec::new(),
+            allow_core_dumps: false,
         }
     }
 
@@ -161,6 +163,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Start with an unlimited core-file size, so a test can see whether the
+    /// process would dump core.
+    pub fn allow_core_dumps(mut self) -> Self {
+        self.allow_core_dumps = true;
+        self
+    }
+
     /// Serve an app from this directory instead of tests/apps.
     pub fn chdir(mut self, dir: &Path) -> Self {
         self.chdir = dir.to_path_buf();
@@ -197,6 +206,20 @@ impl ServerBuilder {
         // Its own process group: tests can signal the group as Heroku and systemd
         // do, and Drop can kill everything the server started.
         cmd.process_group(0);
+        if self.allow_core_dumps {
+            // SAFETY: setrlimit is async-signal-safe and touches no shared state.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let inf = nix::sys::resource::RLIM_INFINITY;
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_CORE,
+                        inf,
+                        inf,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("ferricorn binary starts");
         let pid = child.id() as i32;
         let stderr = Arc::new(Lines::default());
@@ -329,8 +352,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.status.is_none() {
+            // A quick stop lets the master reap its workers (a SIGKILLed group leaves
+            // orphans for init to reap); SIGKILL everything if that does not work.
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGINT);
+            if self.exit.recv_timeout(Duration::from_secs(5)).is_err() {
+                let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+                let _ = self.exit.recv_timeout(Duration::from_secs(10));
+            }
             let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
-            let _ = self.exit.recv_timeout(Duration::from_secs(10));
         } else {
             // Workers that outlived their master would be a bug; never leave them running.
             let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
