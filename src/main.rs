@@ -12,7 +12,13 @@ use ferricorn_signals::{exit_code, exit_with, Exit};
 use log::{error, info};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `ferricorn signals [OPTIONS]`: print the signal table those options give.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let table_only = args.get(1).is_some_and(|a| a == "signals");
+    if table_only {
+        args.remove(1);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
@@ -25,6 +31,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if cli.app.is_none() && !table_only {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let e = cmd.error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the app to serve is missing: give MODULE:CALLABLE, e.g. `ferricorn app:app`",
+        );
+        let _ = e.print();
+        return ExitCode::from(exit_code::USAGE_ERROR);
+    }
     let config = match Config::resolve(cli, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -32,8 +48,36 @@ fn main() -> ExitCode {
             return ExitCode::from(exit_code::CONFIG_ERROR);
         }
     };
+    if table_only {
+        print!("{}", signal_table(&config.policy));
+        return ExitCode::SUCCESS;
+    }
     ferricorn_log::init(config.log_level);
     exit_with(serve(&config))
+}
+
+/// The effective signal table as markdown (docs/signals.md embeds the default one;
+/// tests/it/signals.rs checks that they agree).
+fn signal_table(policy: &ferricorn_signals::Policy) -> String {
+    let mut out =
+        String::from("| signal | action | exit status (as a shell reads it) |\n|---|---|---|\n");
+    for (signal, action, exit) in policy.rows() {
+        let status = match exit {
+            Some(Exit::Signal(s)) => format!(
+                "{} (dies by {})",
+                Exit::Signal(s).shell_status(),
+                s.as_str()
+            ),
+            Some(Exit::Code(c)) => format!("{c} (exit code)"),
+            None => "keeps running".to_string(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {status} |\n",
+            &signal.as_str()[3..],
+            action.name()
+        ));
+    }
+    out
 }
 
 fn serve(config: &Config) -> Exit {
@@ -68,11 +112,19 @@ fn serve(config: &Config) -> Exit {
         multiprocess: config.workers > 1,
         worker_id: 0,
         settings: ferricorn_worker::default_settings(config.keepalive, master_pid),
+        max_requests: config.max_requests,
+        max_requests_jitter: config.max_requests_jitter,
     };
     let mut spawn = |child: ferricorn_master::ChildStart| {
         let mut opts = worker.clone();
         opts.worker_id = child.worker_id;
-        ferricorn_worker::run(opts, child.listeners, child.status)
+        ferricorn_worker::run(
+            opts,
+            child.listeners,
+            child.status,
+            child.scoreboard,
+            child.slot,
+        )
     };
     ferricorn_master::run(config, listeners, &mut spawn)
 }

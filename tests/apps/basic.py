@@ -112,3 +112,22 @@ ROUTES = {
     "/closing": closing,
     "/closed-count": closed_count,
 }
+
+
+def spin(environ, start_response):
+    """Busy Python code that never returns (a hung request)."""
+    print(f"spin request started in {os.getpid()}", file=sys.stderr, flush=True)
+    n = 0
+    while True:
+        n += 1
+
+
+ROUTES["/spin"] = spin
+
+
+def exit3(environ, start_response):
+    """End the worker process with status 3, as a broken extension might."""
+    os._exit(3)
+
+
+ROUTES["/exit3"] = exit3

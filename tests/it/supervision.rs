@@ -144,3 +144,148 @@ fn a_reload_whose_app_fails_to_load_keeps_the_old_workers_serving() {
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).signal().is_some());
 }
+
+#[test]
+fn a_request_over_the_timeout_is_killed_with_its_traceback_logged() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--timeout", "1"])
+        .start();
+    let mut c = crate::util::http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET /spin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    server.wait_log(
+        |l| l.contains("spin request started"),
+        Duration::from_secs(10),
+    );
+    server.wait_log(
+        |l| {
+            l.contains("WORKER TIMEOUT: worker 1")
+                && l.contains("in `GET /spin`, over the 1s timeout")
+        },
+        Duration::from_secs(10),
+    );
+    // faulthandler's dump names the function that hung.
+    server.wait_log(
+        |l| l.contains("basic.py") && l.contains("in spin"),
+        Duration::from_secs(10),
+    );
+    server.wait_log(
+        |l| l.contains("was killed by SIGABRT, sent by the master: timeout"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        c.read_response(false).is_err(),
+        "the hung request gets no response"
+    );
+    server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_worker_stuck_while_booting_is_killed_at_the_timeout() {
+    // gunicorn 22+ never times out a booting worker; ferricorn does.
+    let mut server = ServerBuilder::new("slow_boot:app")
+        .args(&["--timeout", "1", "--boot-deadline", "3"])
+        .spawn();
+    server.wait_log(
+        |l| {
+            l.contains("WORKER TIMEOUT: worker 1")
+                && l.contains("did not boot within the 1s timeout")
+        },
+        Duration::from_secs(10),
+    );
+    server.wait_log(
+        |l| l.contains("in <module>") && l.contains("slow_boot.py"),
+        Duration::from_secs(10),
+    );
+    // It keeps failing, so the master gives up with the crash-loop status.
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(6), "log:\n{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("Giving up: workers kept dying before they were ready"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_gives_up_with_status_6() {
+    let mut server = ServerBuilder::new("dies_at_import:app")
+        .args(&["--boot-deadline", "2"])
+        .spawn();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(6), "log:\n{}", server.log());
+    let log = server.log();
+    assert!(
+        log.contains("exited with code 1 before it was ready; starting a new one in 0.1s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("starting a new one in 0.2s") && log.contains("starting a new one in 0.4s"),
+        "backs off: {log}"
+    );
+    assert!(
+        log.matches("Booting worker").count() < 10,
+        "no tight respawn loop: {log}"
+    );
+}
+
+#[test]
+fn max_requests_recycles_a_worker_without_failing_a_request() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--max-requests", "5"])
+        .start();
+    // Every request succeeds, before, during and after the replacement; keep going
+    // until three different workers have answered (two replacements).
+    let mut pids = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0;
+    while pids.len() < 3 && Instant::now() < deadline {
+        let resp = http::get(server.addr(), "/pid")
+            .unwrap_or_else(|e| panic!("request {sent} failed: {e}\n{}", server.log()));
+        assert_eq!(resp.status, 200);
+        pids.insert(resp.text());
+        sent += 1;
+    }
+    assert!(
+        pids.len() >= 3,
+        "workers were replaced: {pids:?} after {sent} requests\n{}",
+        server.log()
+    );
+    server.wait_log(
+        |l| l.contains("reached --max-requests; starting its replacement"),
+        Duration::from_secs(5),
+    );
+    server.wait_log(
+        |l| l.contains("its replacement is ready"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        !server.log().contains("not sent by the master"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_worker_that_exits_3_after_it_was_ready_is_replaced_not_fatal() {
+    let server = ServerBuilder::new("basic:app").start();
+    let pid: i32 = http::get(server.addr(), "/pid")
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    // Simulate a worker dying with gunicorn's boot-failure code after it served.
+    let _ = http::get(server.addr(), "/exit3");
+    server.wait_log(
+        |l| {
+            l.contains(&format!(
+                "(pid: {pid}) exited with code 3; starting a new one"
+            ))
+        },
+        Duration::from_secs(10),
+    );
+    server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}

@@ -27,6 +27,12 @@ pub struct Config {
     pub backlog: i32,
     pub workers: u32,
     pub graceful_timeout: Duration,
+    /// Longest a worker may be in one request, silent, or booting; None = off.
+    pub timeout: Option<Duration>,
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Crash-loop give-up: no worker ready for this long while workers keep dying.
+    pub boot_deadline: Duration,
     pub keepalive: Duration,
     pub policy: Policy,
     pub chdir: Option<PathBuf>,
@@ -71,7 +77,10 @@ impl Config {
             (None, None) => 1,
         };
 
-        let mut policy = Policy::default();
+        let mut policy = cli.signal_preset.map(Policy::preset).unwrap_or_default();
+        for o in &cli.on_signal {
+            policy.apply(*o);
+        }
         for (sig, rule) in [
             (Signal::SIGTERM, cli.term_exit),
             (Signal::SIGINT, cli.int_exit),
@@ -89,17 +98,22 @@ impl Config {
             reason: "expected one of debug, info, warning, error, critical".into(),
         })?;
 
-        if cli.app.trim().is_empty() {
+        let app = cli.app.clone().unwrap_or_default();
+        if cli.app.is_some() && app.trim().is_empty() {
             return Err(ConfigError {
                 setting: "wsgi_app",
-                value: cli.app,
+                value: app,
                 origin: Source::Flag("APP_MODULE"),
                 reason: "expected MODULE:CALLABLE".into(),
             });
         }
 
         Ok(Config {
-            app: cli.app,
+            app,
+            timeout: (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout)),
+            max_requests: cli.max_requests,
+            max_requests_jitter: cli.max_requests_jitter,
+            boot_deadline: Duration::from_secs(cli.boot_deadline.max(1)),
             binds,
             backlog: cli.backlog,
             workers,

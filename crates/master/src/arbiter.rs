@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use ferricorn_config::Config;
+use ferricorn_signals::scoreboard::{now_ms, Scoreboard};
 use ferricorn_signals::{
     exit_code, sys, Action, Delivered, Exit, Report, SelfPipe, Signal, StopMode,
 };
@@ -30,6 +31,9 @@ pub struct ChildStart {
     pub status: OwnedFd,
     pub worker_id: u32,
     pub master_pid: Pid,
+    /// The shared scoreboard and this worker's slot in it.
+    pub scoreboard: Scoreboard,
+    pub slot: usize,
 }
 
 /// The worker side of a fork: runs the worker and returns its exit code.
@@ -41,6 +45,12 @@ const QUICK_GRACE: Duration = Duration::from_secs(1);
 /// After SIGKILL, how long to wait for the kernel to hand the children back.
 const KILL_REAP_GRACE: Duration = Duration::from_secs(5);
 const MAX_BOOT_BACKOFF: Duration = Duration::from_secs(10);
+/// After SIGABRT (timeout), time for the worker to write its Python traceback.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// How often timeouts are checked when `--timeout` is on.
+const TIMEOUT_CHECK: Duration = Duration::from_millis(250);
+/// Scoreboard slots: the most workers one master runs at once.
+const MAX_WORKERS: usize = 1024;
 
 /// Run the master until it stops; returns how the process must exit.
 /// `listeners` are already bound. In a forked child, `spawn` runs the worker and
@@ -62,7 +72,9 @@ struct Stop {
     began: Instant,
     deadline: Instant,
     workers_at_start: usize,
-    killed: usize,
+    /// Workers inside a request when the stop began.
+    busy_at_start: Vec<Pid>,
+    killed: Vec<Pid>,
     kill_sent: bool,
 }
 
@@ -71,19 +83,30 @@ enum State {
     Stopping(Stop),
 }
 
+/// A max-requests recycle in progress: `old` keeps serving until `replacement` is ready.
+struct Recycle {
+    old: Pid,
+    replacement: Option<Pid>,
+}
+
 struct Master<'c> {
     config: &'c Config,
     pid: Pid,
     listeners: Vec<Listener>,
     signals: Option<SelfPipe>,
     poll: Option<Poll>,
+    scoreboard: Option<Scoreboard>,
     workers: WorkerTable,
     state: State,
     target: u32,
     generation: u32,
     next_worker_id: u32,
     boot_failures: u32,
+    /// Since when workers have been failing to boot with none ready.
+    failing_since: Option<Instant>,
     next_spawn_at: Instant,
+    recycle: Option<Recycle>,
+    last_timeout_check: Instant,
 }
 
 impl<'c> Master<'c> {
@@ -97,19 +120,24 @@ impl<'c> Master<'c> {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        let now = Instant::now();
         Ok(Master {
             config,
             pid: unistd::getpid(),
             listeners,
             signals: Some(signals),
             poll: Some(poll),
+            scoreboard: Some(Scoreboard::new(MAX_WORKERS)?),
             workers: WorkerTable::default(),
             state: State::Running,
             target: config.workers,
             generation: 1,
             next_worker_id: 1,
             boot_failures: 0,
-            next_spawn_at: Instant::now(),
+            failing_since: None,
+            next_spawn_at: now,
+            recycle: None,
+            last_timeout_check: now,
         })
     }
 
@@ -139,11 +167,16 @@ impl<'c> Master<'c> {
                 self.on_signal(d);
             }
             self.reap();
+            self.enforce_timeouts();
             if let Some(exit) = self.advance_stop() {
                 return exit;
             }
             if matches!(self.state, State::Running) {
+                if let Some(exit) = self.check_crash_loop() {
+                    return exit;
+                }
                 self.retire_old_generation();
+                self.advance_recycle(spawn);
                 self.maintain_worker_count(spawn);
             }
         }
@@ -151,14 +184,21 @@ impl<'c> Master<'c> {
 
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
-        match &self.state {
+        let mut at = match &self.state {
             State::Stopping(stop) => stop.deadline,
             State::Running if self.current_workers() < self.target as usize => {
                 self.next_spawn_at.max(now)
             }
             // Nothing scheduled: signals and worker reports wake the loop.
             State::Running => now + Duration::from_secs(60),
+        };
+        if self.config.timeout.is_some() || self.workers.iter().any(|w| w.aborted.is_some()) {
+            at = at.min(self.last_timeout_check + TIMEOUT_CHECK);
         }
+        if let Some(since) = self.failing_since {
+            at = at.min(since + self.config.boot_deadline);
+        }
+        at
     }
 
     fn on_signal(&mut self, d: Delivered) {
@@ -183,10 +223,11 @@ impl<'c> Master<'c> {
                     .policy
                     .exit_for(d.signal, self.pid.as_raw() == 1);
                 // tests/it/signals.rs waits for this line: listeners are closed when it is logged.
+                let reason = format!("{action} after {}{from}", d.signal.as_str());
                 self.begin_stop(
                     mode,
                     exit,
-                    format!("{action} after SIG{}", name.to_ascii_uppercase()),
+                    reason,
                     &format!("Handling signal: {name}{from}"),
                 );
             }
@@ -201,7 +242,10 @@ impl<'c> Master<'c> {
                 }
             }
             Action::AddWorker => {
-                self.target = self.target.saturating_add(d.count);
+                self.target = self
+                    .target
+                    .saturating_add(d.count)
+                    .min(MAX_WORKERS as u32 / 2);
                 info!("Handling signal: {name}{from}: workers now {}", self.target);
             }
             Action::RemoveWorker => {
@@ -214,7 +258,7 @@ impl<'c> Master<'c> {
             Action::Upgrade => {
                 warn!("Handling signal: {name}{from}: binary upgrade is not supported yet; ignored")
             }
-            Action::Ignore => debug!("Handling signal: {name}{from}: ignored"),
+            Action::Ignore => info!("Handling signal: {name}{from}: ignored"),
         }
     }
 
@@ -242,9 +286,11 @@ impl<'c> Master<'c> {
             StopMode::Graceful => (Signal::SIGTERM, self.config.graceful_timeout),
             StopMode::Quick => (Signal::SIGQUIT, QUICK_GRACE),
         };
+        let busy = self.busy_workers();
         info!(
-            "{log_line}: {reason}, {} workers, up to {:.1}s",
+            "{log_line}: {reason}; {} workers, {} requests in flight; up to {:.1}s",
             self.workers.len(),
+            busy.len(),
             grace.as_secs_f64()
         );
         self.signal_workers(signal);
@@ -255,9 +301,27 @@ impl<'c> Master<'c> {
             began: now,
             deadline: now + grace,
             workers_at_start: self.workers.len(),
-            killed: 0,
+            busy_at_start: busy,
+            killed: Vec::new(),
             kill_sent: false,
         });
+    }
+
+    /// Workers inside the app right now.
+    fn busy_workers(&self) -> Vec<Pid> {
+        let now = now_ms();
+        let Some(board) = self.scoreboard.as_ref() else {
+            return Vec::new();
+        };
+        self.workers
+            .iter()
+            .filter(|w| {
+                board
+                    .slot(w.slot)
+                    .is_some_and(|s| s.in_request(now).is_some())
+            })
+            .map(|w| w.pid)
+            .collect()
     }
 
     fn signal_workers(&mut self, signal: Signal) {
@@ -274,16 +338,35 @@ impl<'c> Master<'c> {
             return None;
         };
         if self.workers.is_empty() {
-            let elapsed = stop.began.elapsed().as_secs_f64();
-            info!(
-                "Shutting down: {}; {} of {} workers stopped in time, {} killed; {elapsed:.2}s; exiting with {}",
-                stop.reason,
-                stop.workers_at_start.saturating_sub(stop.killed),
-                stop.workers_at_start,
-                stop.killed,
+            let in_flight = stop.busy_at_start.len();
+            let cut = stop
+                .busy_at_start
+                .iter()
+                .filter(|p| stop.killed.contains(p))
+                .count();
+            let exit = if stop.mode == StopMode::Graceful && !stop.killed.is_empty() {
+                Exit::Code(exit_code::DRAIN_DEADLINE_EXCEEDED)
+            } else {
                 stop.exit
+            };
+            let requests = match stop.mode {
+                StopMode::Graceful => format!(
+                    "{} of {in_flight} requests in flight finished",
+                    in_flight - cut
+                ),
+                StopMode::Quick => format!("{in_flight} requests in flight cut"),
+            };
+            // tests/it/signals.rs reads this line.
+            info!(
+                "Shutting down: {}; {requests}; {} of {} workers stopped in time, {} killed; {:.2}s; exiting with {}",
+                stop.reason,
+                stop.workers_at_start.saturating_sub(stop.killed.len()),
+                stop.workers_at_start,
+                stop.killed.len(),
+                stop.began.elapsed().as_secs_f64(),
+                exit
             );
-            return Some(stop.exit);
+            return Some(exit);
         }
         let now = Instant::now();
         if now >= stop.deadline {
@@ -298,14 +381,73 @@ impl<'c> Master<'c> {
                 "{} workers still running at the stop deadline; sending SIGKILL",
                 self.workers.len()
             );
-            stop.killed = self.workers.len();
             stop.kill_sent = true;
             stop.deadline = now + KILL_REAP_GRACE;
-            for w in self.workers.iter() {
+            for w in self.workers.iter_mut() {
+                stop.killed.push(w.pid);
+                w.killed_for = Some("the stop deadline passed".into());
                 let _ = kill(w.pid, Signal::SIGKILL);
             }
         }
         None
+    }
+
+    /// `--timeout`: a worker too long in one request, silent, or booting gets
+    /// SIGABRT (its Python traceback is written to the error log), then SIGKILL.
+    fn enforce_timeouts(&mut self) {
+        let now = Instant::now();
+        if now < self.last_timeout_check + TIMEOUT_CHECK {
+            return;
+        }
+        self.last_timeout_check = now;
+        let now_ms = now_ms();
+        let limit = self.config.timeout;
+        let Some(board) = self.scoreboard.as_ref() else {
+            return;
+        };
+        for w in self.workers.iter_mut() {
+            if let Some((at, why)) = &w.aborted {
+                if w.killed_for.is_none() && now.duration_since(*at) >= ABORT_GRACE {
+                    warn!(
+                        "Worker {} (pid: {}) is still alive after SIGABRT; sending SIGKILL",
+                        w.id, w.pid
+                    );
+                    w.killed_for = Some(why.clone());
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                }
+                continue;
+            }
+            let Some(limit) = limit else { continue };
+            let Some(slot) = board.slot(w.slot) else {
+                continue;
+            };
+            let secs = limit.as_secs();
+            let why = if !w.ready {
+                (w.started.elapsed() > limit)
+                    .then(|| format!("it did not boot within the {secs}s timeout"))
+            } else if let Some((busy_ms, line)) = slot.in_request(now_ms) {
+                (busy_ms > limit.as_millis() as u64).then(|| {
+                    format!(
+                        "it spent {:.1}s in `{line}`, over the {secs}s timeout",
+                        busy_ms as f64 / 1000.0
+                    )
+                })
+            } else {
+                let silent = slot.silent_for(now_ms);
+                (silent > limit.as_millis() as u64).then(|| {
+                    format!(
+                        "its loop has not run for {:.1}s, over the {secs}s timeout",
+                        silent as f64 / 1000.0
+                    )
+                })
+            };
+            if let Some(why) = why {
+                // gunicorn prints "WORKER TIMEOUT"; log parsers look for it.
+                error!("WORKER TIMEOUT: worker {} (pid: {}): {why}; dumping its traceback and killing it", w.id, w.pid);
+                w.aborted = Some((now, format!("timeout: {why}")));
+                let _ = kill(w.pid, Signal::SIGABRT);
+            }
+        }
     }
 
     fn reap(&mut self) {
@@ -336,9 +478,18 @@ impl<'c> Master<'c> {
                 .deregister(&mut SourceFd(&slot.status_fd().as_raw_fd()));
         }
         let who = format!("Worker {} (pid: {pid})", slot.id);
+        // Say who ended it: the master (and why), or something outside.
+        let cause = match (&slot.killed_for, &slot.aborted, end) {
+            (Some(why), _, _) => format!("{end}, sent by the master: {why}"),
+            (None, Some((_, why)), WorkerEnd::Signal(Signal::SIGABRT)) => {
+                format!("{end}, sent by the master: {why}")
+            }
+            (None, _, WorkerEnd::Signal(_)) => format!("{end}, not sent by the master"),
+            (None, _, WorkerEnd::Code(_)) => end.to_string(),
+        };
         let stopping = matches!(self.state, State::Stopping(_));
         if stopping || slot.retiring {
-            info!("{who} exited ({end})");
+            info!("{who} exited ({cause})");
             return;
         }
         // A worker that never became ready and says why (or exits 3/4) halts the
@@ -346,9 +497,8 @@ impl<'c> Master<'c> {
         let code = match (&slot.failure, end) {
             (Some((c, _)), _) => Some(*c),
             (None, WorkerEnd::Code(c))
-                if !slot.ready
-                    && (c == i32::from(exit_code::WORKER_BOOT_FAILED)
-                        || c == i32::from(exit_code::APP_LOAD_FAILED)) =>
+                if c == i32::from(exit_code::WORKER_BOOT_FAILED)
+                    || c == i32::from(exit_code::APP_LOAD_FAILED) =>
             {
                 Some(c as u8)
             }
@@ -377,16 +527,40 @@ impl<'c> Master<'c> {
             return;
         }
         if slot.ready {
-            warn!("{who} {end}; starting a new one");
+            warn!("{who} {cause}; starting a new one");
         } else {
             self.boot_failures += 1;
+            self.failing_since.get_or_insert_with(Instant::now);
             let backoff = boot_backoff(self.boot_failures);
             self.next_spawn_at = Instant::now() + backoff;
             warn!(
-                "{who} {end} before it was ready; starting a new one in {:.1}s",
+                "{who} {cause} before it was ready; starting a new one in {:.1}s",
                 backoff.as_secs_f64()
             );
         }
+    }
+
+    /// Workers keep dying before they are ready and none is serving: stop rather
+    /// than respawn forever.
+    fn check_crash_loop(&mut self) -> Option<Exit> {
+        let since = self.failing_since?;
+        let deadline = self.config.boot_deadline;
+        if since.elapsed() < deadline || self.workers.iter().any(|w| w.ready) {
+            return None;
+        }
+        error!(
+            "Giving up: workers kept dying before they were ready ({} failures in {}s) and none became ready",
+            self.boot_failures,
+            deadline.as_secs()
+        );
+        self.begin_stop(
+            StopMode::Quick,
+            Exit::Code(exit_code::CRASH_LOOP),
+            "crash loop".into(),
+            "Crash loop",
+        );
+        self.failing_since = None;
+        None
     }
 
     /// A new generation (from a reload) that cannot boot while the previous one is
@@ -402,13 +576,12 @@ impl<'c> Master<'c> {
             return false;
         };
         error!("{message}");
-        error!(
-            "Reload failed: keeping the {} workers of the previous generation",
-            self.workers
-                .iter()
-                .filter(|w| w.generation == previous)
-                .count()
-        );
+        let kept = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == previous)
+            .count();
+        error!("Reload failed: keeping the {kept} workers of the previous generation");
         for w in self
             .workers
             .iter_mut()
@@ -430,18 +603,29 @@ impl<'c> Master<'c> {
                 Report::Ready => {
                     slot.ready = true;
                     self.boot_failures = 0;
+                    self.failing_since = None;
                     // tests/it wait for this line before sending requests.
                     info!("Worker {} (pid: {pid}) ready", slot.id);
+                }
+                Report::Recycle => {
+                    slot.wants_recycle = true;
+                    info!(
+                        "Worker {} (pid: {pid}) reached --max-requests; starting its replacement",
+                        slot.id
+                    );
                 }
                 Report::Failed { code, message } => slot.failure = Some((code, message)),
             }
         }
     }
 
+    /// Workers that count toward the target: this generation, not stopping, and
+    /// not the one a recycle is replacing.
     fn current_workers(&self) -> usize {
+        let recycling = self.recycle.as_ref().map(|r| r.old);
         self.workers
             .iter()
-            .filter(|w| w.generation == self.generation && !w.retiring)
+            .filter(|w| w.generation == self.generation && !w.retiring && Some(w.pid) != recycling)
             .count()
     }
 
@@ -467,6 +651,56 @@ impl<'c> Master<'c> {
             );
             w.retiring = true;
             let _ = kill(w.pid, Signal::SIGTERM);
+        }
+    }
+
+    /// `--max-requests`, one worker at a time: start the replacement, and stop the
+    /// old worker only once the replacement is ready, so capacity never drops and
+    /// no connection waits on a worker that is leaving.
+    fn advance_recycle(&mut self, spawn: &mut SpawnFn<'_>) {
+        if self.recycle.is_none() {
+            let next = self
+                .workers
+                .iter()
+                .find(|w| w.wants_recycle && !w.retiring)
+                .map(|w| w.pid);
+            self.recycle = next.map(|old| Recycle {
+                old,
+                replacement: None,
+            });
+        }
+        let Some(recycle) = self.recycle.as_mut() else {
+            return;
+        };
+        let Some(old) = self.workers.get_mut(recycle.old) else {
+            self.recycle = None;
+            return;
+        };
+        if old.retiring {
+            self.recycle = None;
+            return;
+        }
+        match recycle.replacement {
+            Some(new) if self.workers.iter().any(|w| w.pid == new && w.ready) => {
+                let old = self.workers.get_mut(recycle.old).expect("checked above");
+                info!(
+                    "Stopping worker {} (pid: {}): its replacement is ready",
+                    old.id, old.pid
+                );
+                old.retiring = true;
+                let _ = kill(old.pid, Signal::SIGTERM);
+                self.recycle = None;
+            }
+            Some(new) if self.workers.iter().any(|w| w.pid == new) => {} // booting
+            _ if Instant::now() >= self.next_spawn_at => match self.spawn_worker(spawn) {
+                Ok(pid) => {
+                    if let Some(r) = self.recycle.as_mut() {
+                        r.replacement = Some(pid);
+                    }
+                }
+                Err(e) => error!("cannot start a replacement worker: {e}"),
+            },
+            _ => {}
         }
     }
 
@@ -513,7 +747,13 @@ impl<'c> Master<'c> {
         }
     }
 
-    fn spawn_worker(&mut self, spawn: &mut SpawnFn<'_>) -> nix::Result<()> {
+    fn free_slot(&self) -> Option<usize> {
+        let used: Vec<usize> = self.workers.iter().map(|w| w.slot).collect();
+        (0..MAX_WORKERS).find(|i| !used.contains(i))
+    }
+
+    fn spawn_worker(&mut self, spawn: &mut SpawnFn<'_>) -> nix::Result<Pid> {
+        let slot = self.free_slot().ok_or(nix::Error::EAGAIN)?;
         let (status_read, status_write) = unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let id = self.next_worker_id;
         let old_mask = sys::block_all().map_err(|_| nix::Error::last())?;
@@ -521,25 +761,28 @@ impl<'c> Master<'c> {
         match forked {
             Ok(ForkResult::Child) => {
                 drop(status_read);
-                let code = self.become_worker(spawn, status_write, id);
+                let code = self.become_worker(spawn, status_write, id, slot);
                 std::process::exit(i32::from(code));
             }
             Ok(ForkResult::Parent { child }) => {
                 let _ = sys::set_mask(&old_mask);
                 drop(status_write);
                 self.next_worker_id += 1;
-                let slot = WorkerSlot::new(child, id, self.generation, status_read);
+                if let Some(board) = self.scoreboard.as_ref() {
+                    board.assign(slot, child.as_raw());
+                }
+                let worker = WorkerSlot::new(child, id, self.generation, slot, status_read);
                 if let Some(poll) = self.poll.as_ref() {
                     let _ = poll.registry().register(
-                        &mut SourceFd(&slot.status_fd().as_raw_fd()),
+                        &mut SourceFd(&worker.status_fd().as_raw_fd()),
                         Token(child.as_raw() as usize),
                         Interest::READABLE,
                     );
                 }
-                self.workers.insert(slot);
+                self.workers.insert(worker);
                 // gunicorn prints the same line; log parsers look for it.
                 info!("Booting worker with pid: {child}");
-                Ok(())
+                Ok(child)
             }
             Err(e) => {
                 let _ = sys::set_mask(&old_mask);
@@ -552,18 +795,32 @@ impl<'c> Master<'c> {
     /// master installed and close the master's fds, then hand over to the worker.
     /// The signal mask stays fully blocked until the worker has installed its own
     /// handlers, so no signal meets a default action in between.
-    fn become_worker(&mut self, spawn: &mut SpawnFn<'_>, status: OwnedFd, worker_id: u32) -> u8 {
+    fn become_worker(
+        &mut self,
+        spawn: &mut SpawnFn<'_>,
+        status: OwnedFd,
+        worker_id: u32,
+        slot: usize,
+    ) -> u8 {
         if let Some(signals) = self.signals.take() {
             signals.reset_in_child();
         }
         self.poll = None;
         self.workers.forget_all();
         let listeners = self.listeners.drain(..).map(|l| l.socket).collect();
+        let Some(scoreboard) = self.scoreboard.take() else {
+            return exit_code::WORKER_BOOT_FAILED;
+        };
+        // The slot is assigned by the parent after fork; claim it here too so the
+        // worker never reads another worker's leftovers.
+        scoreboard.assign(slot, unistd::getpid().as_raw());
         spawn(ChildStart {
             listeners,
             status,
             worker_id,
             master_pid: self.pid,
+            scoreboard,
+            slot,
         })
     }
 }

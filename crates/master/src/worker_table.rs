@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use ferricorn_signals::Report;
 use nix::unistd::Pid;
@@ -16,6 +17,15 @@ pub struct WorkerSlot {
     pub ready: bool,
     /// A stop (SIGTERM) was sent to this worker.
     pub retiring: bool,
+    /// Its index in the scoreboard.
+    pub slot: usize,
+    pub started: Instant,
+    /// When the master sent SIGABRT (timeout), and why; SIGKILL follows after a grace.
+    pub aborted: Option<(Instant, String)>,
+    /// The master sent SIGKILL (and why), so the log never guesses who killed it.
+    pub killed_for: Option<String>,
+    /// It served its --max-requests and waits for a replacement.
+    pub wants_recycle: bool,
     /// The last failure the worker reported before exiting.
     pub failure: Option<(u8, String)>,
     status: std::fs::File,
@@ -23,13 +33,18 @@ pub struct WorkerSlot {
 }
 
 impl WorkerSlot {
-    pub fn new(pid: Pid, id: u32, generation: u32, status: OwnedFd) -> WorkerSlot {
+    pub fn new(pid: Pid, id: u32, generation: u32, slot: usize, status: OwnedFd) -> WorkerSlot {
         WorkerSlot {
             pid,
             id,
             generation,
             ready: false,
             retiring: false,
+            slot,
+            started: Instant::now(),
+            aborted: None,
+            killed_for: None,
+            wants_recycle: false,
             failure: None,
             status: std::fs::File::from(status),
             pending: Vec::new(),

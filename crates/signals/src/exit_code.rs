@@ -13,5 +13,11 @@ pub const WORKER_BOOT_FAILED: u8 = 3;
 pub const APP_LOAD_FAILED: u8 = 4;
 /// A listening socket could not be bound.
 pub const BIND_FAILED: u8 = 5;
+/// Workers kept dying before they were ready and none became ready within the
+/// boot deadline: the master gave up rather than loop forever.
+pub const CRASH_LOOP: u8 = 6;
+/// A graceful stop's deadline (`--graceful-timeout`) passed and workers still busy
+/// were killed: the stop was not clean, whatever the signal's exit rule says.
+pub const DRAIN_DEADLINE_EXCEEDED: u8 = 7;
 /// The master itself failed (an unexpected OS error in its loop).
 pub const MASTER_FAILED: u8 = 70;

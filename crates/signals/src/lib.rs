@@ -12,9 +12,12 @@
 pub mod exit_code;
 pub mod policy;
 pub mod report;
+pub mod scoreboard;
 pub mod sys;
 
 pub use nix::sys::signal::Signal;
-pub use policy::{Action, Exit, ExitRule, ParseExitRuleError, Policy, StopMode};
+pub use policy::{
+    parse_signal, Action, Exit, ExitRule, Override, ParseExitRuleError, Policy, Preset, StopMode,
+};
 pub use report::Report;
 pub use sys::{exit_with, Delivered, SelfPipe};

@@ -37,6 +37,48 @@ impl Action {
     }
 }
 
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::GracefulStop,
+        Action::QuickStop,
+        Action::Reload,
+        Action::ReopenLogs,
+        Action::AddWorker,
+        Action::RemoveWorker,
+        Action::Upgrade,
+        Action::Ignore,
+    ];
+
+    /// The name used on the command line and in config files: `graceful-stop`, ….
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::GracefulStop => "graceful-stop",
+            Action::QuickStop => "quick-stop",
+            Action::Reload => "reload",
+            Action::ReopenLogs => "reopen-logs",
+            Action::AddWorker => "add-worker",
+            Action::RemoveWorker => "remove-worker",
+            Action::Upgrade => "upgrade",
+            Action::Ignore => "ignore",
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        Action::ALL
+            .into_iter()
+            .find(|a| a.name() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown action `{s}`; expected one of {}", names.join(", "))
+            })
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -125,6 +167,95 @@ impl fmt::Display for Exit {
     }
 }
 
+/// The signals whose action can be configured. KILL and STOP cannot be caught; CHLD
+/// is how the master learns that a worker exited.
+pub const CONFIGURABLE: [Signal; 9] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// `TERM`, `SIGTERM`, `term` → SIGTERM, for the configurable signals.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    CONFIGURABLE
+        .into_iter()
+        .find(|sig| &sig.as_str()[3..] == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = CONFIGURABLE.iter().map(|s| &s.as_str()[3..]).collect();
+            format!(
+                "`{s}` is not a signal ferricorn lets you configure; expected one of {}",
+                names.join(", ")
+            )
+        })
+}
+
+/// One `--on-signal` override: `TERM=graceful-stop`, `HUP=graceful-stop:0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    pub signal: Signal,
+    pub action: Action,
+    pub exit: Option<ExitRule>,
+}
+
+impl FromStr for Override {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (sig, rest) = s.split_once('=').ok_or_else(|| {
+            format!("`{s}`: expected SIGNAL=ACTION[:EXIT], e.g. TERM=graceful-stop:0")
+        })?;
+        let (action, exit) = match rest.split_once(':') {
+            Some((a, e)) => (
+                a,
+                Some(e.parse::<ExitRule>().map_err(|e| format!("`{s}`: {e}"))?),
+            ),
+            None => (rest, None),
+        };
+        let action: Action = action.parse()?;
+        if exit.is_some() && action.stop_mode().is_none() {
+            return Err(format!(
+                "`{s}`: an exit rule only applies to graceful-stop and quick-stop"
+            ));
+        }
+        Ok(Override {
+            signal: parse_signal(sig)?,
+            action,
+            exit,
+        })
+    }
+}
+
+/// Named tables to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Stops die by their signal (143, 130, 131).
+    Ferricorn,
+    /// gunicorn's table: every stop exits 0.
+    Gunicorn,
+}
+
+impl FromStr for Preset {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ferricorn" => Ok(Preset::Ferricorn),
+            "gunicorn" => Ok(Preset::Gunicorn),
+            _ => Err(format!(
+                "unknown signal preset `{s}`; expected ferricorn or gunicorn"
+            )),
+        }
+    }
+}
+
 /// The master's table: signal → action, and the exit rule of each stopping signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -155,7 +286,9 @@ impl Default for Policy {
                 row(Signal::SIGTTIN, AddWorker),
                 row(Signal::SIGTTOU, RemoveWorker),
                 row(Signal::SIGUSR1, ReopenLogs),
-                row(Signal::SIGUSR2, Upgrade),
+                // Upgrade is not implemented yet: until it is, USR2 does nothing
+                // rather than promise what it cannot do.
+                row(Signal::SIGUSR2, Ignore),
                 row(Signal::SIGWINCH, Ignore),
             ],
         }
@@ -163,6 +296,37 @@ impl Default for Policy {
 }
 
 impl Policy {
+    pub fn preset(preset: Preset) -> Policy {
+        let mut p = Policy::default();
+        if preset == Preset::Gunicorn {
+            for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
+                p.set_exit(sig, ExitRule::Code(0));
+            }
+        }
+        p
+    }
+
+    /// Apply one `--on-signal` override.
+    pub fn apply(&mut self, o: Override) {
+        if let Some(r) = self.rows.iter_mut().find(|r| r.signal == o.signal) {
+            r.action = o.action;
+            if let Some(exit) = o.exit {
+                r.exit = exit;
+            }
+        }
+    }
+
+    /// Every row: (signal, action, the exit a stop by it leads to when not PID 1).
+    pub fn rows(&self) -> impl Iterator<Item = (Signal, Action, Option<Exit>)> + '_ {
+        self.rows.iter().map(|r| {
+            (
+                r.signal,
+                r.action,
+                r.action.stop_mode().map(|_| self.exit_for(r.signal, false)),
+            )
+        })
+    }
+
     /// The signals the master installs handlers for (SIGCHLD is always added by the master).
     pub fn signals(&self) -> impl Iterator<Item = Signal> + '_ {
         self.rows.iter().map(|r| r.signal)
@@ -213,7 +377,7 @@ mod tests {
             (SIGTTIN, Action::AddWorker, Exit::Signal(SIGTTIN)),
             (SIGTTOU, Action::RemoveWorker, Exit::Signal(SIGTTOU)),
             (SIGUSR1, Action::ReopenLogs, Exit::Signal(SIGUSR1)),
-            (SIGUSR2, Action::Upgrade, Exit::Signal(SIGUSR2)),
+            (SIGUSR2, Action::Ignore, Exit::Signal(SIGUSR2)),
             (SIGWINCH, Action::Ignore, Exit::Signal(SIGWINCH)),
             // A signal with no row is ignored rather than acted on.
             (SIGPWR, Action::Ignore, Exit::Signal(SIGPWR)),
@@ -248,6 +412,53 @@ mod tests {
         assert_eq!(p.exit_for(SIGTERM, true), Exit::Code(0));
         assert_eq!(p.exit_for(SIGINT, false), Exit::Code(3));
         assert_eq!(p.exit_for(SIGQUIT, false), Exit::Signal(SIGQUIT));
+    }
+
+    #[test]
+    fn gunicorn_preset_exits_0_on_every_stop() {
+        let p = Policy::preset(Preset::Gunicorn);
+        for sig in [SIGTERM, SIGINT, SIGQUIT] {
+            assert_eq!(p.exit_for(sig, false), Exit::Code(0), "{sig}");
+        }
+        assert_eq!(p.action(SIGTERM), Action::GracefulStop);
+        assert_eq!(p.action(SIGINT), Action::QuickStop);
+    }
+
+    #[test]
+    fn overrides_parse_and_apply() {
+        let mut p = Policy::default();
+        for (text, sig, action, exit) in [
+            (
+                "TERM=quick-stop",
+                SIGTERM,
+                Action::QuickStop,
+                Some(Exit::Signal(SIGTERM)),
+            ),
+            (
+                "sighup=graceful-stop:0",
+                SIGHUP,
+                Action::GracefulStop,
+                Some(Exit::Code(0)),
+            ),
+            ("usr2=ignore", SIGUSR2, Action::Ignore, None),
+            ("WINCH=remove_worker", SIGWINCH, Action::RemoveWorker, None),
+        ] {
+            p.apply(text.parse().unwrap());
+            assert_eq!(p.action(sig), action, "{text}");
+            let row = p.rows().find(|r| r.0 == sig).unwrap();
+            assert_eq!(row.2, exit, "{text}");
+        }
+        // Refused: unknown signal or action, uncatchable signals, an exit rule on a non-stop.
+        for bad in [
+            "KILL=ignore",
+            "CHLD=ignore",
+            "TERM=explode",
+            "TERM",
+            "HUP=reload:0",
+            "TERM=graceful-stop:300",
+        ] {
+            assert!(bad.parse::<Override>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::fmt;
 pub enum Report {
     /// The app is loaded and the worker is accepting connections.
     Ready,
+    /// The worker served its `--max-requests`: start a replacement, then stop it.
+    Recycle,
     /// The worker is about to exit with `code` because of `message` (one line).
     Failed { code: u8, message: String },
 }
@@ -23,8 +25,10 @@ impl Report {
 
     /// Parse one line (without its newline).
     pub fn decode(line: &str) -> Option<Report> {
-        if line == "ready" {
-            return Some(Report::Ready);
+        match line {
+            "ready" => return Some(Report::Ready),
+            "recycle" => return Some(Report::Recycle),
+            _ => {}
         }
         let rest = line.strip_prefix("failed ")?;
         let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -39,6 +43,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Report::Ready => f.write_str("ready"),
+            Report::Recycle => f.write_str("recycle"),
             // Newlines would split the message into several reports.
             Report::Failed { code, message } => {
                 write!(f, "failed {code} {}", message.replace(['\n', '\r'], " "))
@@ -55,6 +60,7 @@ mod tests {
     fn round_trip() {
         for r in [
             Report::Ready,
+            Report::Recycle,
             Report::Failed {
                 code: 4,
                 message: "ModuleNotFoundError: No module named 'x'".into(),

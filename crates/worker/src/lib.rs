@@ -18,6 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferricorn_signals::scoreboard::Scoreboard;
 use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, PythonOptions};
 use log::{debug, error};
@@ -34,6 +35,9 @@ pub struct WorkerOptions {
     pub multiprocess: bool,
     pub worker_id: u32,
     pub settings: Settings,
+    /// Ask to be replaced after this many requests (0: never), plus a random 0..=jitter.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -53,10 +57,19 @@ const LOOP_SIGNALS: [Signal; 7] = [
 const EXIT_NOW_SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGQUIT];
 
 /// Run a worker to completion; returns its exit code.
-pub fn run(opts: WorkerOptions, listeners: Vec<TcpListener>, status: OwnedFd) -> u8 {
-    let mut status = std::fs::File::from(status);
+pub fn run(
+    opts: WorkerOptions,
+    listeners: Vec<TcpListener>,
+    status: OwnedFd,
+    board: Scoreboard,
+    slot: usize,
+) -> u8 {
+    let status = std::fs::File::from(status);
+    let mut status_for_boot = status.try_clone().ok();
     let mut report = move |r: Report| {
-        let _ = status.write_all(&r.encode());
+        if let Some(s) = status_for_boot.as_mut() {
+            let _ = s.write_all(&r.encode());
+        }
     };
     let signals = match install_signals() {
         Ok(s) => s,
@@ -99,23 +112,46 @@ pub fn run(opts: WorkerOptions, listeners: Vec<TcpListener>, status: OwnedFd) ->
                 return exit_code::APP_LOAD_FAILED;
             }
         };
-        let mut server =
-            match server::Server::new(py, app, listeners, signals, opts.settings.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    report(Report::Failed {
-                        code: exit_code::WORKER_BOOT_FAILED,
-                        message: format!("Worker failed to boot: {e}"),
-                    });
-                    return exit_code::WORKER_BOOT_FAILED;
-                }
-            };
+        let max_requests =
+            (opts.max_requests > 0).then(|| opts.max_requests + jitter(opts.max_requests_jitter));
+        let settings = opts.settings.clone();
+        let mut server = match server::Server::new(
+            py,
+            app,
+            listeners,
+            signals,
+            settings,
+            board,
+            slot,
+            status,
+            max_requests,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                report(Report::Failed {
+                    code: exit_code::WORKER_BOOT_FAILED,
+                    message: format!("Worker failed to boot: {e}"),
+                });
+                return exit_code::WORKER_BOOT_FAILED;
+            }
+        };
         report(Report::Ready);
         server.run();
         drop(server);
         run_exit_hooks(py);
         0
     })
+}
+
+/// A random 0..=max, from the standard library's per-process random hash keys.
+fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % (max + 1)
 }
 
 fn install_signals() -> std::io::Result<SelfPipe> {

@@ -10,13 +10,15 @@ use ferricorn_http::{
     parse_head, write_error, ChunkStatus, ChunkedDecoder, Framing, HttpDate, HttpError, Limits,
     Parsed,
 };
-use ferricorn_signals::{SelfPipe, Signal};
+use ferricorn_signals::scoreboard::{Scoreboard, Slot};
+use ferricorn_signals::{Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, CallError, Python, Request};
 use log::{debug, error, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
+use std::io::Write;
 
 use crate::connection::{Conn, Phase};
 use crate::responder::{RequestInfo, Responder};
@@ -61,15 +63,26 @@ pub struct Server<'py> {
     accept_retry_at: Instant,
     last_sweep: Instant,
     scratch: Vec<u8>,
+    board: Scoreboard,
+    slot: usize,
+    status: std::fs::File,
+    /// Ask the master for a replacement after this many requests.
+    max_requests: Option<u64>,
+    served: u64,
 }
 
 impl<'py> Server<'py> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         py: Python<'py>,
         app: App,
         listeners: Vec<std::net::TcpListener>,
         signals: SelfPipe,
         settings: Settings,
+        board: Scoreboard,
+        slot: usize,
+        status: std::fs::File,
+        max_requests: Option<u64>,
     ) -> io::Result<Server<'py>> {
         let poll = Poll::new()?;
         poll.registry().register(
@@ -100,6 +113,11 @@ impl<'py> Server<'py> {
             accept_retry_at: now,
             last_sweep: now,
             scratch: Vec::new(),
+            board,
+            slot,
+            status,
+            max_requests,
+            served: 0,
         })
     }
 
@@ -128,6 +146,9 @@ impl<'py> Server<'py> {
                 }
             }
             self.date.refresh(SystemTime::now());
+            if let Some(slot) = self.board.slot(self.slot) {
+                slot.beat();
+            }
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.on_signals(),
@@ -380,9 +401,26 @@ impl<'py> Server<'py> {
                     let stopping = self.stopping || self.signals.is_pending(Signal::SIGTERM);
                     let (app, date, scratch, signals) =
                         (&mut self.app, &self.date, &mut self.scratch, &self.signals);
-                    dispatch(self.py, app, conn, date, scratch, stopping, end, signals);
+                    let slot = self.board.slot(self.slot);
+                    dispatch(
+                        self.py, app, conn, date, scratch, stopping, end, signals, slot,
+                    );
+                    self.count_request();
                 }
             }
+        }
+    }
+
+    /// `--max-requests`: once reached, ask the master for a replacement (once) and
+    /// keep serving until it sends TERM.
+    fn count_request(&mut self) {
+        self.served += 1;
+        if self.max_requests == Some(self.served) {
+            log::info!(
+                "Worker reached --max-requests ({} requests); asking for a replacement",
+                self.served
+            );
+            let _ = self.status.write_all(&Report::Recycle.encode());
         }
     }
 
@@ -486,6 +524,7 @@ fn dispatch(
     stopping: bool,
     end: usize,
     signals: &SelfPipe,
+    slot: Option<&Slot>,
 ) {
     let bytes = conn.inbuf.bytes();
     let head = &conn.head;
@@ -517,7 +556,14 @@ fn dispatch(
     };
     let mut responder = Responder::new(&mut conn.out, &mut conn.sock, date, scratch, info);
     let mut client_gone = false;
-    match app.call(py, &req, &mut responder) {
+    if let Some(slot) = slot {
+        slot.enter_request(method, target);
+    }
+    let result = app.call(py, &req, &mut responder);
+    if let Some(slot) = slot {
+        slot.leave_request();
+    }
+    match result {
         Ok(()) => {
             if signals.is_pending(Signal::SIGTERM) {
                 responder.keep_alive = false;

@@ -50,7 +50,17 @@ pub struct PythonOptions {
 pub fn initialize(options: &PythonOptions) -> Result<(), BootError> {
     let program = program_name()?;
     start_interpreter(&program)?;
-    Python::attach(|py| set_sys_path(py, options)).map_err(|e| BootError::SysPath(e.to_string()))
+    Python::attach(|py| {
+        // On SIGABRT (the master's timeout kill) and on crashes, write every
+        // thread's Python traceback to stderr before dying: that is where it hung.
+        py.run(
+            c"import faulthandler, sys\nfaulthandler.enable(file=sys.stderr, all_threads=True)",
+            None,
+            None,
+        )?;
+        set_sys_path(py, options)
+    })
+    .map_err(|e| BootError::SysPath(e.to_string()))
 }
 
 fn program_name() -> Result<PathBuf, BootError> {
