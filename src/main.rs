@@ -81,6 +81,9 @@ fn signal_table(policy: &ferricorn_signals::Policy) -> String {
 }
 
 fn serve(config: &Config) -> Exit {
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     if let Some(dir) = &config.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             error!(
@@ -99,6 +102,18 @@ fn serve(config: &Config) -> Exit {
         }
     };
     let master_pid = std::process::id() as i32;
+    let pidfile = match config
+        .pidfile
+        .as_deref()
+        .map(|p| ferricorn_master::Pidfile::create(p, master_pid as u32))
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return Exit::Code(exit_code::CONFIG_ERROR);
+        }
+    };
     info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
         // tests/it/util waits for this line to learn the port.
@@ -114,6 +129,8 @@ fn serve(config: &Config) -> Exit {
         settings: ferricorn_worker::default_settings(config.keepalive, master_pid),
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
+        user: config.user,
+        group: config.group,
     };
     let mut spawn = |child: ferricorn_master::ChildStart| {
         let mut opts = worker.clone();
@@ -126,5 +143,9 @@ fn serve(config: &Config) -> Exit {
             child.slot,
         )
     };
-    ferricorn_master::run(config, listeners, &mut spawn)
+    let exit = ferricorn_master::run(config, listeners, &mut spawn);
+    if let Some(p) = pidfile {
+        p.remove();
+    }
+    exit
 }

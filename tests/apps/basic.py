@@ -131,3 +131,14 @@ def exit3(environ, start_response):
 
 
 ROUTES["/exit3"] = exit3
+
+
+def ids(environ, start_response):
+    """The worker's uid, gid and umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{os.getuid()} {os.getgid()} {mask:o}".encode()]
+
+
+ROUTES["/ids"] = ids

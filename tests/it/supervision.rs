@@ -289,3 +289,99 @@ fn a_worker_that_exits_3_after_it_was_ready_is_replaced_not_fatal() {
     server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
 }
+
+#[test]
+fn the_pidfile_holds_the_master_pid_while_it_runs() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("pidfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ferricorn.pid");
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["-p", path.to_str().unwrap()])
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", server.pid)
+    );
+
+    // A second server with the same pidfile refuses to start, before binding.
+    let mut second = ServerBuilder::new("basic:app")
+        .args(&["--pid", path.to_str().unwrap()])
+        .spawn();
+    assert_eq!(second.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(
+        second
+            .log()
+            .contains(&format!("already running there as pid {}", server.pid)),
+        "{}",
+        second.log()
+    );
+
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(10));
+    assert!(!path.exists(), "the pidfile is removed at exit");
+}
+
+#[test]
+fn umask_user_and_group_apply_to_workers() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--umask", "0o027"])
+        .start();
+    let ids = http::get(server.addr(), "/ids").unwrap().text();
+    assert!(ids.ends_with(" 27"), "umask 027: {ids}");
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped the --user/--group half: switching users needs root");
+        return;
+    }
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--user", "0", "--group", "65534"])
+        .start();
+    assert_eq!(
+        http::get(server.addr(), "/ids")
+            .unwrap()
+            .text()
+            .rsplit_once(' ')
+            .unwrap()
+            .0,
+        "0 65534"
+    );
+    // The master keeps its own identity (it can still bind, signal and reap).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid)).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Gid:\t0\t")),
+        "{status}"
+    );
+
+    // A user that cannot read the Python installation: a clear boot failure (3),
+    // not a CPython abort and a respawn loop. Where the interpreter is readable by
+    // everybody, the same user simply runs the workers.
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--user", "65534", "--group", "65534"])
+        .spawn();
+    let ready = server.try_wait_log(|l| l.contains(") ready"), Duration::from_secs(20));
+    if ready.is_some() {
+        server.wait_ready();
+        assert_eq!(
+            http::get(server.addr(), "/ids")
+                .unwrap()
+                .text()
+                .rsplit_once(' ')
+                .unwrap()
+                .0,
+            "65534 65534"
+        );
+    } else {
+        assert_eq!(
+            server.wait_exit(Duration::from_secs(20)).code(),
+            Some(3),
+            "{}",
+            server.log()
+        );
+        assert!(
+            server.log().contains("as uid 65534")
+                && server.log().contains("choose a user that can read"),
+            "{}",
+            server.log()
+        );
+    }
+}

@@ -89,6 +89,22 @@ pub struct Cli {
     #[arg(long, value_name = "DIRS")]
     pub pythonpath: Vec<String>,
 
+    /// Write the master's pid to this file (atomically), and remove it at exit.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Run workers as this user (name or uid); the master keeps its own.
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run workers as this group (name or gid).
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode creation mask, e.g. 0o027, 027 (octal) or 23 (decimal).
+    #[arg(short = 'm', long = "umask", value_name = "INT")]
+    pub umask: Option<String>,
+
     /// Error log level: debug, info, warning, error, critical.
     #[arg(long = "log-level", default_value = "info", value_name = "LEVEL")]
     pub log_level: String,

@@ -37,6 +37,11 @@ pub struct Config {
     pub policy: Policy,
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    /// Workers switch to these ids after fork.
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub umask: Option<u32>,
     pub log_level: LevelFilter,
 }
 
@@ -108,8 +113,16 @@ impl Config {
             });
         }
 
+        let user = cli.user.as_deref().map(resolve_user).transpose()?;
+        let group = cli.group.as_deref().map(resolve_group).transpose()?;
+        let umask = cli.umask.as_deref().map(parse_umask).transpose()?;
+
         Ok(Config {
             app,
+            pidfile: cli.pid.clone(),
+            user,
+            group,
+            umask,
             timeout: (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout)),
             max_requests: cli.max_requests,
             max_requests_jitter: cli.max_requests_jitter,
@@ -131,6 +144,61 @@ impl Config {
             log_level,
         })
     }
+}
+
+fn resolve_user(u: &str) -> Result<u32, ConfigError> {
+    let err = |reason: String| ConfigError {
+        setting: "user",
+        value: u.to_string(),
+        origin: Source::Flag("--user"),
+        reason,
+    };
+    if let Ok(uid) = u.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(u) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(err("no such user".into())),
+        Err(e) => Err(err(format!("cannot look it up: {e}"))),
+    }
+}
+
+fn resolve_group(g: &str) -> Result<u32, ConfigError> {
+    let err = |reason: String| ConfigError {
+        setting: "group",
+        value: g.to_string(),
+        origin: Source::Flag("--group"),
+        reason,
+    };
+    if let Ok(gid) = g.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(err("no such group".into())),
+        Err(e) => Err(err(format!("cannot look it up: {e}"))),
+    }
+}
+
+/// gunicorn reads the umask with `int(x, 0)` plus a leading-0 octal form.
+fn parse_umask(s: &str) -> Result<u32, ConfigError> {
+    let err = || ConfigError {
+        setting: "umask",
+        value: s.to_string(),
+        origin: Source::Flag("--umask"),
+        reason: "expected a mask from 0 to 0o777, e.g. 0o027 or 027".into(),
+    };
+    let t = s.trim();
+    let value = if let Some(oct) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(oct, 8)
+    } else if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<u32>()
+    };
+    value.ok().filter(|v| *v <= 0o777).ok_or_else(err)
 }
 
 fn positive(setting: &'static str, value: &str, source: Source) -> Result<u32, ConfigError> {
@@ -245,6 +313,36 @@ mod tests {
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn umask_forms() {
+        for (s, want) in [
+            ("0o027", 0o27),
+            ("027", 0o27),
+            ("0", 0),
+            ("23", 23),
+            ("0x1f", 0x1f),
+        ] {
+            assert_eq!(parse_umask(s).unwrap(), want, "{s}");
+        }
+        for s in ["0o1000", "abc", "-1", "08"] {
+            assert!(parse_umask(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn users_and_groups_resolve_or_fail_before_binding() {
+        assert_eq!(resolve_user("root").unwrap(), 0);
+        assert_eq!(resolve_user("1234").unwrap(), 1234);
+        let e = resolve_user("no-such-user-ferricorn")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid value `no-such-user-ferricorn` for `user` (from --user): no such user"
+        );
+        assert!(resolve_group("no-such-group-ferricorn").is_err());
     }
 
     #[test]

@@ -8,8 +8,10 @@
 
 mod arbiter;
 mod listeners;
+mod pidfile;
 mod sys;
 mod worker_table;
 
 pub use arbiter::{run, ChildStart};
 pub use listeners::{bind_all, BindError, Listener};
+pub use pidfile::{Pidfile, PidfileError};

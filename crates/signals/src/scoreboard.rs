@@ -49,7 +49,10 @@ impl Slot {
     /// Worker: about to call the app for `method target`.
     pub fn enter_request(&self, method: &[u8], target: &[u8]) {
         let mut bytes = [0u8; LINE_WORDS * 8];
-        for (dst, &b) in bytes.iter_mut().zip(method.iter().chain(b" ").chain(target)) {
+        for (dst, &b) in bytes
+            .iter_mut()
+            .zip(method.iter().chain(b" ").chain(target))
+        {
             *dst = b;
         }
         for (i, word) in self.line.iter().enumerate() {

@@ -38,6 +38,9 @@ pub struct WorkerOptions {
     /// Ask to be replaced after this many requests (0: never), plus a random 0..=jitter.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// Switch to these ids before starting Python (`--user`, `--group`).
+    pub user: Option<u32>,
+    pub group: Option<u32>,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -87,6 +90,13 @@ pub fn run(
         return 0;
     }
 
+    if let Err(e) = drop_privileges(opts.user, opts.group) {
+        report(Report::Failed {
+            code: exit_code::WORKER_BOOT_FAILED,
+            message: format!("Worker failed to boot: {e}"),
+        });
+        return exit_code::WORKER_BOOT_FAILED;
+    }
     let python = PythonOptions {
         app_dir: opts.app_dir.clone(),
         pythonpath: opts.pythonpath.clone(),
@@ -141,6 +151,23 @@ pub fn run(
         run_exit_hooks(py);
         0
     })
+}
+
+/// `--group` then `--user` (in that order: after setuid the process may no longer
+/// change its group). Supplementary groups are dropped with the user switch.
+fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    if let Some(gid) = group {
+        setgid(Gid::from_raw(gid)).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
+    }
+    if let Some(uid) = user {
+        if Uid::effective().is_root() {
+            let gid = group.map(Gid::from_raw).unwrap_or_else(Gid::effective);
+            setgroups(&[gid]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+        }
+        setuid(Uid::from_raw(uid)).map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A random 0..=max, from the standard library's per-process random hash keys.

@@ -49,6 +49,7 @@ pub struct PythonOptions {
 /// is released; use [`Python::attach`].
 pub fn initialize(options: &PythonOptions) -> Result<(), BootError> {
     let program = program_name()?;
+    check_stdlib_readable()?;
     start_interpreter(&program)?;
     Python::attach(|py| {
         // On SIGABRT (the master's timeout kill) and on crashes, write every
@@ -61,6 +62,25 @@ pub fn initialize(options: &PythonOptions) -> Result<(), BootError> {
         set_sys_path(py, options)
     })
     .map_err(|e| BootError::SysPath(e.to_string()))
+}
+
+/// CPython aborts the whole process, with no reason a master can report, when it
+/// cannot read its standard library — as when `--user` names a user that cannot
+/// enter the build interpreter's directory (pyenv under /root, say). Check first.
+fn check_stdlib_readable() -> Result<(), BootError> {
+    let exe = Path::new(BUILD_PYTHON);
+    let Some(prefix) = exe.parent().and_then(Path::parent) else {
+        return Ok(());
+    };
+    let stdlib = prefix.join("lib").join(format!("python{PYTHON_VERSION}"));
+    if let Err(e) = std::fs::read_dir(&stdlib) {
+        return Err(BootError::Init(format!(
+            "cannot read the Python standard library at {} as uid {} ({e}); with --user, choose a user that can read the Python installation",
+            stdlib.display(),
+            std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+        )));
+    }
+    Ok(())
 }
 
 fn program_name() -> Result<PathBuf, BootError> {
