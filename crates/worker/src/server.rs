@@ -33,7 +33,7 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CAP: usize = 1 << 20;
 /// How long a closing connection's leftover input is drained before it is dropped.
 const LINGER: Duration = Duration::from_secs(2);
-/// Idle connections that never sent a request get this long after a stop begins.
+/// Idle connections get this long after a stop begins to send one more request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(500);
@@ -198,16 +198,11 @@ impl<'py> Server<'py> {
                 let _ = self.poll.registry().deregister(&mut l);
             }
         }
+        // Idle connections are not closed at once: a keep-alive client may be sending
+        // its next request right now, and closing under it loses that request. They
+        // get a short grace; a request that comes is answered with
+        // `Connection: close`.
         let now = Instant::now();
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_idle() && c.served > 0)
-            .map(|(k, _)| k)
-            .collect();
-        for key in idle {
-            self.close(key);
-        }
         for (_, c) in self.conns.iter_mut() {
             if c.is_idle() {
                 c.deadline = c.deadline.min(now + STOP_GRACE);

@@ -5,6 +5,7 @@
 //! whole group when the handle drops.
 
 pub mod http;
+pub mod load;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
