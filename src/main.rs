@@ -81,6 +81,15 @@ fn signal_table(policy: &ferricorn_signals::Policy) -> String {
 }
 
 fn serve(config: &Config) -> Exit {
+    // Before --chdir: an upgrade re-executes from where the user started us.
+    let start = ferricorn_master::StartInfo::capture().ok();
+    let inherited = match ferricorn_master::take_inherited() {
+        Ok(i) => i,
+        Err(e) => {
+            error!("cannot take over the sockets of the previous binary: {e}");
+            return Exit::Code(exit_code::BIND_FAILED);
+        }
+    };
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -94,12 +103,16 @@ fn serve(config: &Config) -> Exit {
         }
     }
     let app_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let listeners = match ferricorn_master::bind_all(&config.binds, config.backlog) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{e}");
-            return Exit::Code(exit_code::BIND_FAILED);
-        }
+    let (listeners, adopted) = match inherited {
+        // After an upgrade: the same sockets, still open, and the old workers.
+        Some(i) => (i.listeners, i.workers),
+        None => match ferricorn_master::bind_all(&config.binds, config.backlog) {
+            Ok(l) => (l, Vec::new()),
+            Err(e) => {
+                error!("{e}");
+                return Exit::Code(exit_code::BIND_FAILED);
+            }
+        },
     };
     let master_pid = std::process::id() as i32;
     let pidfile = match config
@@ -143,7 +156,7 @@ fn serve(config: &Config) -> Exit {
             child.slot,
         )
     };
-    let exit = ferricorn_master::run(config, listeners, &mut spawn);
+    let exit = ferricorn_master::run(config, listeners, adopted, start, &mut spawn);
     if let Some(p) = pidfile {
         p.remove();
     }

@@ -142,3 +142,12 @@ def ids(environ, start_response):
 
 
 ROUTES["/ids"] = ids
+
+
+def osenv(environ, start_response):
+    """The worker process's environment variable named by the query string."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [os.environ.get(environ["QUERY_STRING"], "<unset>").encode()]
+
+
+ROUTES["/osenv"] = osenv

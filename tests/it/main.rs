@@ -5,7 +5,10 @@
 mod util;
 
 mod app_loading;
+mod compare;
 mod python;
 mod serving;
 mod signals;
 mod supervision;
+mod upgrade;
+mod zero_downtime;

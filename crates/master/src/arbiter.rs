@@ -21,6 +21,7 @@ use nix::unistd::{self, ForkResult, Pid};
 
 use crate::listeners::{stop_listening, Listener};
 use crate::sys::fork_single_threaded;
+use crate::upgrade::{self, StartInfo};
 use crate::worker_table::{WorkerSlot, WorkerTable};
 
 /// What a freshly forked worker is handed.
@@ -55,8 +56,16 @@ const MAX_WORKERS: usize = 1024;
 /// Run the master until it stops; returns how the process must exit.
 /// `listeners` are already bound. In a forked child, `spawn` runs the worker and
 /// the child exits with its return value, never returning here.
-pub fn run(config: &Config, listeners: Vec<Listener>, spawn: &mut SpawnFn<'_>) -> Exit {
-    match Master::new(config, listeners) {
+/// `adopted` are workers a previous binary left running (after an upgrade); `start`
+/// says how to re-execute for the next upgrade (None: upgrades are refused).
+pub fn run(
+    config: &Config,
+    listeners: Vec<Listener>,
+    adopted: Vec<Pid>,
+    start: Option<StartInfo>,
+    spawn: &mut SpawnFn<'_>,
+) -> Exit {
+    match Master::new(config, listeners, adopted, start) {
         Ok(mut master) => master.run(spawn),
         Err(e) => {
             error!("master failed to start: {e}");
@@ -107,13 +116,22 @@ struct Master<'c> {
     next_spawn_at: Instant,
     recycle: Option<Recycle>,
     last_timeout_check: Instant,
+    start: Option<StartInfo>,
 }
 
 impl<'c> Master<'c> {
-    fn new(config: &'c Config, listeners: Vec<Listener>) -> std::io::Result<Master<'c>> {
+    fn new(
+        config: &'c Config,
+        listeners: Vec<Listener>,
+        adopted: Vec<Pid>,
+        start: Option<StartInfo>,
+    ) -> std::io::Result<Master<'c>> {
         let mut handled: Vec<Signal> = config.policy.signals().collect();
         handled.push(Signal::SIGCHLD);
         let signals = SelfPipe::install(&handled)?;
+        // After an upgrade the previous binary blocked every signal across the exec;
+        // the handlers are in place now, so let them in (harmless on a fresh start).
+        sys::set_mask(&nix::sys::signal::SigSet::empty())?;
         let poll = Poll::new()?;
         poll.registry().register(
             &mut SourceFd(&signals.read_fd()),
@@ -121,6 +139,14 @@ impl<'c> Master<'c> {
             Interest::READABLE,
         )?;
         let now = Instant::now();
+        let mut workers = WorkerTable::default();
+        for (i, pid) in adopted.iter().enumerate() {
+            // Generation 0: retired once this binary's first generation is ready.
+            workers.insert(WorkerSlot::adopted(*pid, i as u32 + 1));
+        }
+        if !adopted.is_empty() {
+            info!("Upgraded: adopted {} workers of the previous binary; they serve until the new ones are ready", adopted.len());
+        }
         Ok(Master {
             config,
             pid: unistd::getpid(),
@@ -128,16 +154,17 @@ impl<'c> Master<'c> {
             signals: Some(signals),
             poll: Some(poll),
             scoreboard: Some(Scoreboard::new(MAX_WORKERS)?),
-            workers: WorkerTable::default(),
+            workers,
             state: State::Running,
             target: config.workers,
             generation: 1,
-            next_worker_id: 1,
+            next_worker_id: adopted.len() as u32 + 1,
             boot_failures: 0,
             failing_since: None,
             next_spawn_at: now,
             recycle: None,
             last_timeout_check: now,
+            start,
         })
     }
 
@@ -255,11 +282,39 @@ impl<'c> Master<'c> {
             Action::ReopenLogs => {
                 info!("Handling signal: {name}{from}: no log files to reopen (logs go to stderr)")
             }
-            Action::Upgrade => {
-                warn!("Handling signal: {name}{from}: binary upgrade is not supported yet; ignored")
-            }
+            Action::Upgrade => self.upgrade(&format!("Handling signal: {name}{from}")),
             Action::Ignore => info!("Handling signal: {name}{from}: ignored"),
         }
+    }
+
+    /// Re-execute the binary in place, keeping sockets and workers (see `upgrade`).
+    fn upgrade(&mut self, log_line: &str) {
+        if !matches!(self.state, State::Running) {
+            info!("{log_line}: upgrade ignored: the master is stopping");
+            return;
+        }
+        let Some(start) = self.start.clone() else {
+            warn!("{log_line}: upgrade ignored: the start command is unknown");
+            return;
+        };
+        let workers: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| !w.retiring)
+            .map(|w| w.pid)
+            .collect();
+        // tests/it/upgrade.rs waits for this line.
+        info!(
+            "{log_line}: upgrading: exec {} with {} listening sockets; {} workers keep serving until the new ones are ready",
+            start.exe.display(),
+            self.listeners.len(),
+            workers.len()
+        );
+        let err = upgrade::exec(&start, &self.listeners, &workers);
+        error!(
+            "Upgrade failed: cannot exec {}: {err}; still running the current binary",
+            start.exe.display()
+        );
     }
 
     fn begin_stop(&mut self, mode: StopMode, exit: Exit, reason: String, log_line: &str) {
@@ -472,10 +527,8 @@ impl<'c> Master<'c> {
             debug!("reaped unknown child {pid} ({end})");
             return;
         };
-        if let Some(poll) = self.poll.as_ref() {
-            let _ = poll
-                .registry()
-                .deregister(&mut SourceFd(&slot.status_fd().as_raw_fd()));
+        if let (Some(poll), Some(fd)) = (self.poll.as_ref(), slot.status_fd()) {
+            let _ = poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
         let who = format!("Worker {} (pid: {pid})", slot.id);
         // Say who ended it: the master (and why), or something outside.
@@ -772,9 +825,9 @@ impl<'c> Master<'c> {
                     board.assign(slot, child.as_raw());
                 }
                 let worker = WorkerSlot::new(child, id, self.generation, slot, status_read);
-                if let Some(poll) = self.poll.as_ref() {
+                if let (Some(poll), Some(fd)) = (self.poll.as_ref(), worker.status_fd()) {
                     let _ = poll.registry().register(
-                        &mut SourceFd(&worker.status_fd().as_raw_fd()),
+                        &mut SourceFd(&fd.as_raw_fd()),
                         Token(child.as_raw() as usize),
                         Interest::READABLE,
                     );

@@ -10,8 +10,10 @@ mod arbiter;
 mod listeners;
 mod pidfile;
 mod sys;
+pub mod upgrade;
 mod worker_table;
 
 pub use arbiter::{run, ChildStart};
 pub use listeners::{bind_all, BindError, Listener};
 pub use pidfile::{Pidfile, PidfileError};
+pub use upgrade::{take_inherited, Inherited, StartInfo};

@@ -28,3 +28,31 @@ fn thread_count() -> Option<usize> {
         .find_map(|l| l.strip_prefix("Threads:"))
         .and_then(|n| n.trim().parse().ok())
 }
+
+/// Take ownership of a listening socket inherited across `exec` (binary upgrade).
+/// Refuses an fd that is not an open, listening TCP socket, so a wrong
+/// `FERRICORN_LISTEN_FDS` cannot make this process own a random descriptor.
+pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `fstat` only reads the descriptor table; an invalid fd is an error.
+    let stat = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("inherited fd {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: the fd is open and a socket (checked above), and it was handed to this
+    // process to own: nothing else in this process refers to it.
+    let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+    if !socket.is_listener()? {
+        std::mem::forget(socket); // not ours to close
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("inherited fd {fd} is not a listening socket"),
+        ));
+    }
+    socket.set_cloexec(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

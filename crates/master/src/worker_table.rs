@@ -28,7 +28,8 @@ pub struct WorkerSlot {
     pub wants_recycle: bool,
     /// The last failure the worker reported before exiting.
     pub failure: Option<(u8, String)>,
-    status: std::fs::File,
+    /// None for a worker adopted from the previous binary after an upgrade.
+    status: Option<std::fs::File>,
     pending: Vec<u8>,
 }
 
@@ -46,21 +47,44 @@ impl WorkerSlot {
             killed_for: None,
             wants_recycle: false,
             failure: None,
-            status: std::fs::File::from(status),
+            status: Some(std::fs::File::from(status)),
             pending: Vec::new(),
         }
     }
 
-    pub fn status_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.status)
+    /// A worker the previous binary started (after an upgrade): serving, in generation 0,
+    /// with no status pipe or scoreboard slot in this process.
+    pub fn adopted(pid: Pid, id: u32) -> WorkerSlot {
+        WorkerSlot {
+            pid,
+            id,
+            generation: 0,
+            ready: true,
+            retiring: false,
+            slot: usize::MAX,
+            started: Instant::now(),
+            aborted: None,
+            killed_for: None,
+            wants_recycle: false,
+            failure: None,
+            status: None,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn status_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.status.as_ref().map(std::os::fd::AsFd::as_fd)
     }
 
     /// Read what the worker wrote on its status pipe (non-blocking) and return the
     /// complete reports.
     pub fn read_reports(&mut self) -> Vec<Report> {
         let mut buf = [0u8; 4096];
+        let Some(status) = self.status.as_mut() else {
+            return Vec::new();
+        };
         loop {
-            match self.status.read(&mut buf) {
+            match status.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

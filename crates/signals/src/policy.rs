@@ -286,9 +286,7 @@ impl Default for Policy {
                 row(Signal::SIGTTIN, AddWorker),
                 row(Signal::SIGTTOU, RemoveWorker),
                 row(Signal::SIGUSR1, ReopenLogs),
-                // Upgrade is not implemented yet: until it is, USR2 does nothing
-                // rather than promise what it cannot do.
-                row(Signal::SIGUSR2, Ignore),
+                row(Signal::SIGUSR2, Upgrade),
                 row(Signal::SIGWINCH, Ignore),
             ],
         }
@@ -377,7 +375,7 @@ mod tests {
             (SIGTTIN, Action::AddWorker, Exit::Signal(SIGTTIN)),
             (SIGTTOU, Action::RemoveWorker, Exit::Signal(SIGTTOU)),
             (SIGUSR1, Action::ReopenLogs, Exit::Signal(SIGUSR1)),
-            (SIGUSR2, Action::Ignore, Exit::Signal(SIGUSR2)),
+            (SIGUSR2, Action::Upgrade, Exit::Signal(SIGUSR2)),
             (SIGWINCH, Action::Ignore, Exit::Signal(SIGWINCH)),
             // A signal with no row is ignored rather than acted on.
             (SIGPWR, Action::Ignore, Exit::Signal(SIGPWR)),

@@ -102,6 +102,7 @@ pub struct ServerBuilder {
     chdir: PathBuf,
     wrapper: Vec<String>,
     allow_core_dumps: bool,
+    program: PathBuf,
 }
 
 impl ServerBuilder {
@@ -116,6 +117,7 @@ impl ServerBuilder {
             chdir: apps_dir(),
             wrapper: Vec::new(),
             allow_core_dumps: false,
+            program: PathBuf::from(BIN),
         }
     }
 
@@ -158,6 +160,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Start this binary instead of the one cargo built (a copy, for upgrade tests).
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = path.to_path_buf();
+        self
+    }
+
     /// Run the binary under another command, e.g. `unshare --pid --fork`.
     pub fn wrapped_in(mut self, wrapper: &[&str]) -> Self {
         self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
@@ -182,10 +190,10 @@ impl ServerBuilder {
         let mut cmd = match self.wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(BIN);
+                c.args(rest).arg(&self.program);
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(&self.program),
         };
         cmd.arg("--chdir").arg(&self.chdir);
         if self.workers_flag {

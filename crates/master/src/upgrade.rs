@@ -1,0 +1,161 @@
+//! Binary upgrade (USR2) by re-executing in place.
+//!
+//! The master `exec`s the binary at the path it was started from — a new build if
+//! one was installed there — with the same arguments, environment and start
+//! directory. The listening sockets stay open across the exec (their fd numbers
+//! are passed in `FERRICORN_LISTEN_FDS`), and the pid does not change, so the old
+//! workers are still this process's children: the new master adopts them
+//! (`FERRICORN_INHERITED_WORKERS`), starts its own, and retires the old ones once
+//! its own are ready, as a reload does. Because the pid stays, this works as PID 1
+//! in a container and under systemd, and a pidfile stays valid (no `.2` file as
+//! gunicorn needs for its second master).
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::unistd::Pid;
+
+use crate::listeners::Listener;
+
+pub const LISTEN_FDS_ENV: &str = "FERRICORN_LISTEN_FDS";
+pub const WORKERS_ENV: &str = "FERRICORN_INHERITED_WORKERS";
+
+/// How this process was started, captured before anything changes directory.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    pub exe: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+}
+
+impl StartInfo {
+    pub fn capture() -> io::Result<StartInfo> {
+        Ok(StartInfo {
+            exe: std::env::current_exe()?,
+            args: std::env::args_os().skip(1).collect(),
+            cwd: std::env::current_dir()?,
+        })
+    }
+}
+
+/// What the previous binary handed over.
+#[derive(Debug)]
+pub struct Inherited {
+    pub listeners: Vec<Listener>,
+    pub workers: Vec<Pid>,
+}
+
+/// In a freshly exec'd master: take over the sockets and workers of the previous
+/// binary, if it left any. The variables are removed so workers and the app never
+/// see them.
+pub fn take_inherited() -> io::Result<Option<Inherited>> {
+    let Some(fds) = std::env::var_os(LISTEN_FDS_ENV) else {
+        return Ok(None);
+    };
+    let workers = std::env::var_os(WORKERS_ENV).unwrap_or_default();
+    std::env::remove_var(LISTEN_FDS_ENV);
+    std::env::remove_var(WORKERS_ENV);
+    let mut listeners = Vec::new();
+    for fd in fds.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
+        let fd: RawFd = fd.parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{LISTEN_FDS_ENV}: `{fd}` is not an fd number"),
+            )
+        })?;
+        let socket = crate::sys::adopt_listener(fd)?;
+        let addr = socket.local_addr()?;
+        listeners.push(Listener { socket, addr });
+    }
+    let workers = workers
+        .to_string_lossy()
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .map(Pid::from_raw)
+        .collect();
+    Ok(Some(Inherited { listeners, workers }))
+}
+
+/// Re-execute `start` keeping `listeners` open and naming `workers` for adoption.
+/// Returns only if the exec failed; the process is then as it was.
+///
+/// Every signal is blocked across the exec (the mask survives it): the new image
+/// starts with default dispositions, and a TERM landing before it has installed
+/// its handlers would otherwise kill the master outright. The new master unblocks
+/// once its handlers are in place. (std's `Command::exec` would clear the mask.)
+pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::Error {
+    let fds: Vec<String> = listeners
+        .iter()
+        .map(|l| l.socket.as_raw_fd().to_string())
+        .collect();
+    let pids: Vec<String> = workers.iter().map(|p| p.to_string()).collect();
+    let cstr = |b: &[u8]| {
+        CString::new(b).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in the start command")
+        })
+    };
+    let prepared = (|| -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+        let exe = cstr(start.exe.as_os_str().as_bytes())?;
+        let mut argv = vec![exe.clone()];
+        for a in &start.args {
+            argv.push(cstr(a.as_bytes())?);
+        }
+        let mut env = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if k != LISTEN_FDS_ENV && k != WORKERS_ENV {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                env.push(cstr(&kv)?);
+            }
+        }
+        env.push(cstr(
+            format!("{LISTEN_FDS_ENV}={}", fds.join(",")).as_bytes(),
+        )?);
+        env.push(cstr(
+            format!("{WORKERS_ENV}={}", pids.join(",")).as_bytes(),
+        )?);
+        Ok((exe, argv, env))
+    })();
+    let (exe, argv, env) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if let Err(e) = set_inheritable(listeners, true) {
+        return e;
+    }
+    let here = std::env::current_dir().ok();
+    let old_mask = ferricorn_signals::sys::block_all();
+    let err = match std::env::set_current_dir(&start.cwd) {
+        Ok(()) => match nix::unistd::execve(&exe, &argv, &env) {
+            Err(e) => io::Error::from(e),
+            Ok(never) => match never {},
+        },
+        Err(e) => e,
+    };
+    // Still here: undo what the attempt changed.
+    if let Ok(mask) = old_mask {
+        let _ = ferricorn_signals::sys::set_mask(&mask);
+    }
+    let _ = set_inheritable(listeners, false);
+    if let Some(dir) = here {
+        let _ = std::env::set_current_dir(dir);
+    }
+    err
+}
+
+fn set_inheritable(listeners: &[Listener], inheritable: bool) -> io::Result<()> {
+    let flags = if inheritable {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    for l in listeners {
+        fcntl(&l.socket, FcntlArg::F_SETFD(flags))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+"""The one app tests/it/compare.rs serves with ferricorn, gunicorn and waitress.
+
+Standard library only, so every server loads exactly the same thing.
+"""
+
+import os
+import sys
+import time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        # tests/it/compare.rs waits for this line to know the request is in flight.
+        print(f"compare: slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+        time.sleep(2)
+        body = b"slow done"
+    elif environ["PATH_INFO"] == "/":
+        body = b"ok"
+    else:
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return [b"not found"]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,545 @@
+//! Side by side: ferricorn, gunicorn and waitress serve the same app
+//! (tests/apps/compare_app.py) and get the same stopping signal while a 2 s
+//! request is in flight. Each row records what a shell and a platform see:
+//! the exit status (`$?`), the time from the signal to the exit, what happened
+//! to the in-flight request and to a new connection made after the signal.
+//!
+//! ferricorn's rows are checked against docs/signals.md; gunicorn's and
+//! waitress's against how they behaved when measured (docs/comparison.md), so
+//! the suite notices when a peer changes. `cargo test --test integration compare
+//! -- --nocapture` prints the table.
+//!
+//! gunicorn and waitress come from the venv scripts/test creates
+//! (`FERRICORN_TEST_VENV`, else `<repo>/.venv`); without them these tests fail.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::util::http::Client;
+use crate::util::{apps_dir, repo_dir, Server, BIN};
+
+/// Until the server answers `GET /`.
+const BOOT: Duration = Duration::from_secs(20);
+/// From the signal (or the follow-up TERM) to the exit.
+const EXIT: Duration = Duration::from_secs(15);
+/// How long a new connection is retried until it is refused.
+const PROBE: Duration = Duration::from_secs(1);
+/// What the app prints once it is inside `/slow`.
+const MARKER: &str = "compare: slow request started";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Peer {
+    Ferricorn,
+    Gunicorn,
+    Waitress,
+}
+
+const PEERS: [Peer; 3] = [Peer::Ferricorn, Peer::Gunicorn, Peer::Waitress];
+
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Ferricorn => "ferricorn",
+            Peer::Gunicorn => "gunicorn",
+            Peer::Waitress => "waitress",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Case {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    GroupTerm,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Term => "TERM",
+            Case::Int => "INT",
+            Case::Quit => "QUIT",
+            Case::Hup => "HUP",
+            Case::GroupTerm => "TERM to the group",
+        }
+    }
+
+    fn send(self, pid: i32) {
+        let pid = Pid::from_raw(pid);
+        match self {
+            Case::Term => kill(pid, Signal::SIGTERM),
+            Case::Int => kill(pid, Signal::SIGINT),
+            Case::Quit => kill(pid, Signal::SIGQUIT),
+            Case::Hup => kill(pid, Signal::SIGHUP),
+            Case::GroupTerm => killpg(pid, Signal::SIGTERM),
+        }
+        .expect("signal the server");
+    }
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("FERRICORN_TEST_VENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_dir().join(".venv"))
+}
+
+/// A console script of the test venv; a missing one fails the test, never skips it.
+fn venv_tool(name: &str) -> PathBuf {
+    let path = venv().join("bin").join(name);
+    assert!(
+        path.is_file(),
+        "{name} is not installed at {}: run ./scripts/test, which pip-installs \
+         tests/requirements.txt into .venv (or set FERRICORN_TEST_VENV to a venv that has it)",
+        path.display()
+    );
+    path
+}
+
+/// gunicorn 25+ opens a control socket under $HOME unless told not to.
+fn gunicorn_has_no_control_socket_flag(gunicorn: &Path) -> bool {
+    static FLAG: OnceLock<bool> = OnceLock::new();
+    *FLAG.get_or_init(|| {
+        let out = Command::new(gunicorn)
+            .arg("--help")
+            .env_remove("GUNICORN_CMD_ARGS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("gunicorn --help runs");
+        String::from_utf8_lossy(&out.stdout).contains("--no-control-socket")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// Everything a server writes (stdout and stderr, interleaved as read).
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    changed: Condvar,
+}
+
+impl Output {
+    fn collect(self: &Arc<Self>, stream: impl std::io::Read + Send + 'static) {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                me.lines.lock().unwrap().push(line);
+                me.changed.notify_all();
+            }
+        });
+    }
+
+    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if lines.iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            lines = self.changed.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+/// One server in its own process group; Drop SIGKILLs the group if it still runs.
+struct Proc {
+    peer: Peer,
+    pid: i32,
+    addr: SocketAddr,
+    out: Arc<Output>,
+    exit: Receiver<(ExitStatus, Instant)>,
+    exited: Option<(ExitStatus, Instant)>,
+}
+
+impl Proc {
+    fn spawn(peer: Peer) -> Proc {
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let mut cmd = match peer {
+            Peer::Ferricorn => {
+                let mut c = Command::new(BIN);
+                c.args(["-w", "2", "-b", &bind, "compare_app:app"]);
+                c
+            }
+            Peer::Gunicorn => {
+                let gunicorn = venv_tool("gunicorn");
+                let mut c = Command::new(&gunicorn);
+                c.args(["-w", "2", "-b", &bind, "compare_app:app"]);
+                if gunicorn_has_no_control_socket_flag(&gunicorn) {
+                    c.arg("--no-control-socket");
+                }
+                c
+            }
+            Peer::Waitress => {
+                let mut c = Command::new(venv_tool("waitress-serve"));
+                c.arg(format!("--listen={bind}")).arg("compare_app:app");
+                c
+            }
+        };
+        // All three load the app from tests/apps (gunicorn's --chdir and
+        // ferricorn's default is the working directory).
+        cmd.current_dir(apps_dir())
+            .env_remove("PORT")
+            .env_remove("WEB_CONCURRENCY")
+            .env_remove("GUNICORN_CMD_ARGS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: a case can signal it as Heroku and systemd do, and
+            // Drop can kill everything the server started.
+            .process_group(0);
+        // SAFETY: setrlimit is async-signal-safe and touches no shared state.
+        // No core files in tests/apps from a server that dies by SIGQUIT.
+        unsafe {
+            cmd.pre_exec(|| {
+                use nix::sys::resource::{setrlimit, Resource};
+                setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", peer.name()));
+        let out = Arc::new(Output::default());
+        out.collect(child.stdout.take().expect("piped stdout"));
+        out.collect(child.stderr.take().expect("piped stderr"));
+        let pid = child.id() as i32;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send((status, Instant::now()));
+            }
+        });
+        Proc {
+            peer,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            out,
+            exit: rx,
+            exited: None,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.out.text()
+    }
+
+    /// The exit status and when it came, waiting up to `timeout`.
+    fn try_exit(&mut self, timeout: Duration) -> Option<(ExitStatus, Instant)> {
+        if self.exited.is_none() {
+            self.exited = self.exit.recv_timeout(timeout).ok();
+        }
+        self.exited
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Instant) {
+        self.try_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit within {timeout:?}; log:\n{}",
+                self.peer.name(),
+                self.log()
+            )
+        })
+    }
+
+    /// Poll `GET /` until it answers 200 (the log format differs per server).
+    fn wait_serving(&mut self) {
+        let deadline = Instant::now() + BOOT;
+        loop {
+            if let Some((status, _)) = self.try_exit(Duration::ZERO) {
+                panic!(
+                    "{} exited while starting ({status}); log:\n{}",
+                    self.peer.name(),
+                    self.log()
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{} did not answer GET / within {BOOT:?}; log:\n{}",
+                    self.peer.name(),
+                    self.log()
+                );
+            }
+            if get_root(self.addr, left).is_ok_and(|s| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let group = Pid::from_raw(self.pid);
+        if self.try_exit(Duration::ZERO).is_none() {
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = self.try_exit(Duration::from_secs(10));
+        }
+        // Workers that outlived their master must not stay around either.
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+}
+
+/// `GET /` on a fresh connection, waiting at most `timeout` for the answer.
+fn get_root(addr: SocketAddr, timeout: Duration) -> std::io::Result<u16> {
+    let mut c = Client::connect(addr)?;
+    c.stream
+        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    Ok(c.get("/")?.status)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum InFlight {
+    Answered(u16, String),
+    /// No response: the error reading it.
+    Cut(ErrorKind),
+}
+
+impl fmt::Display for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InFlight::Answered(status, body) => write!(f, "{status} {body:?}"),
+            InFlight::Cut(ErrorKind::UnexpectedEof) => write!(f, "cut (closed, no response)"),
+            InFlight::Cut(ErrorKind::ConnectionReset) => write!(f, "cut (reset, no response)"),
+            InFlight::Cut(kind) => write!(f, "cut ({kind:?})"),
+        }
+    }
+}
+
+fn in_flight(result: std::io::Result<crate::util::http::Response>) -> InFlight {
+    match result {
+        Ok(resp) => InFlight::Answered(resp.status, resp.text()),
+        Err(e) => InFlight::Cut(e.kind()),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NewConn {
+    /// Refused this long after the signal.
+    Refused(Duration),
+    /// Still accepted after PROBE; what a `GET /` on it then got.
+    Accepted(InFlight),
+}
+
+impl fmt::Display for NewConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NewConn::Refused(after) => write!(f, "refused ({} ms)", after.as_millis()),
+            NewConn::Accepted(get) => write!(f, "accepted; GET / -> {get}"),
+        }
+    }
+}
+
+/// Connect until refused, for up to PROBE; then a `GET /` on a connection that is
+/// still accepted shows whether anyone serves it (5 s at most).
+fn probe_new_connection(addr: SocketAddr, sent: Instant) -> NewConn {
+    let deadline = Instant::now() + PROBE;
+    while Instant::now() < deadline {
+        match TcpStream::connect_timeout(&addr, PROBE) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                return NewConn::Refused(sent.elapsed())
+            }
+            Err(e) => panic!("connecting to {addr}: {e}"),
+            Ok(conn) => drop(conn),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match Client::connect(addr) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => NewConn::Refused(sent.elapsed()),
+        Err(e) => panic!("connecting to {addr}: {e}"),
+        Ok(mut c) => {
+            c.stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            NewConn::Accepted(in_flight(c.get("/")))
+        }
+    }
+}
+
+/// What one server did with one case.
+struct Row {
+    peer: Peer,
+    case: Case,
+    /// None: still running after the signal (a reload).
+    status: Option<ExitStatus>,
+    to_exit: Option<Duration>,
+    in_flight: InFlight,
+    new_conn: NewConn,
+    /// Still running after the signal: `GET /` then, and the TERM that stopped it.
+    after: Option<(InFlight, ExitStatus, Duration)>,
+    log: String,
+}
+
+fn shell(status: ExitStatus) -> String {
+    match status.signal() {
+        Some(n) => format!(
+            "{} (by SIG{}{})",
+            Server::shell_status(status),
+            Signal::try_from(n).map_or("?", |s| &s.as_str()[3..]),
+            if status.core_dumped() { ", core" } else { "" }
+        ),
+        None => Server::shell_status(status).to_string(),
+    }
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.status.map_or("- (still running)".into(), shell);
+        let to_exit = self
+            .to_exit
+            .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+        write!(
+            f,
+            "| {} | {} | {status} | {to_exit} | {} | {} |",
+            self.case.name(),
+            self.peer.name(),
+            self.in_flight,
+            self.new_conn
+        )?;
+        if let Some((get, status, took)) = &self.after {
+            write!(
+                f,
+                " then GET / -> {get}; TERM -> {} after {:.2} s |",
+                shell(*status),
+                took.as_secs_f64()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn measure(peer: Peer, case: Case) -> Row {
+    let mut server = Proc::spawn(peer);
+    server.wait_serving();
+    let mut slow = Client::connect(server.addr).expect("connect for /slow");
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: compare\r\n\r\n")
+        .expect("send /slow");
+    assert!(
+        server.out.wait_for(MARKER, Duration::from_secs(10)),
+        "{}: /slow did not start; log:\n{}",
+        peer.name(),
+        server.log()
+    );
+    let sent = Instant::now();
+    case.send(server.pid);
+    let reader = std::thread::spawn(move || in_flight(slow.read_response(false)));
+    let new_conn = probe_new_connection(server.addr, sent);
+    let in_flight = reader.join().expect("the reader thread");
+    let (status, to_exit, after) =
+        if case == Case::Hup && server.try_exit(Duration::from_millis(100)).is_none() {
+            // A reload: it must still serve; then stop it.
+            let get = in_flight_get(server.addr);
+            let term = Instant::now();
+            Case::Term.send(server.pid);
+            let (status, at) = server.wait_exit(EXIT);
+            (None, None, Some((get, status, at - term)))
+        } else {
+            let (status, at) = server.wait_exit(EXIT);
+            (Some(status), Some(at - sent), None)
+        };
+    Row {
+        peer,
+        case,
+        status,
+        to_exit,
+        in_flight,
+        new_conn,
+        after,
+        log: server.log(),
+    }
+}
+
+fn in_flight_get(addr: SocketAddr) -> InFlight {
+    match Client::connect(addr) {
+        Ok(mut c) => in_flight(c.get("/")),
+        Err(e) => InFlight::Cut(e.kind()),
+    }
+}
+
+/// The three servers, concurrently (the machine has two cores; they mostly sleep).
+fn run(case: Case) -> Vec<Row> {
+    // Fail before starting anything if a peer is missing.
+    venv_tool("gunicorn");
+    venv_tool("waitress-serve");
+    let rows: Vec<Row> = std::thread::scope(|s| {
+        let handles: Vec<_> = PEERS
+            .iter()
+            .map(|&peer| s.spawn(move || measure(peer, case)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    eprintln!(
+        "\n| signal | server | exit ($?) | signal to exit | in-flight /slow | new connection |"
+    );
+    eprintln!("|---|---|---|---|---|---|");
+    for row in &rows {
+        eprintln!("{row}");
+    }
+    rows
+}
+
+fn row(rows: &[Row], peer: Peer) -> &Row {
+    rows.iter()
+        .find(|r| r.peer == peer)
+        .expect("a row per server")
+}
+
+#[test]
+fn compare_term() {
+    let rows = run(Case::Term);
+    let _ = row(&rows, Peer::Ferricorn);
+}
+
+#[test]
+fn compare_int() {
+    let rows = run(Case::Int);
+    let _ = row(&rows, Peer::Ferricorn);
+}
+
+#[test]
+fn compare_quit() {
+    let rows = run(Case::Quit);
+    let _ = row(&rows, Peer::Ferricorn);
+}
+
+#[test]
+fn compare_hup() {
+    let rows = run(Case::Hup);
+    let _ = row(&rows, Peer::Ferricorn);
+}
+
+#[test]
+fn compare_group_term() {
+    let rows = run(Case::GroupTerm);
+    let _ = row(&rows, Peer::Ferricorn);
+}
