@@ -385,3 +385,75 @@ fn umask_user_and_group_apply_to_workers() {
         );
     }
 }
+
+#[test]
+fn hup_usr2_and_the_masters_other_signals_sent_to_a_worker_are_ignored() {
+    // gunicorn's workers die on HUP and USR2 sent to the process group.
+    let server = ServerBuilder::new("basic:app").start();
+    let pid: i32 = http::get(server.addr(), "/pid")
+        .unwrap()
+        .text()
+        .parse()
+        .unwrap();
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGUSR2,
+        Signal::SIGUSR1,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+    ] {
+        kill(Pid::from_raw(pid), sig).unwrap();
+        assert_eq!(
+            http::get(server.addr(), "/pid").unwrap().text(),
+            pid.to_string(),
+            "after {sig}"
+        );
+    }
+    assert!(!server.log().contains("exited"), "{}", server.log());
+}
+
+#[test]
+fn int_or_quit_sent_to_a_worker_ends_it_at_once_and_it_is_replaced() {
+    let server = ServerBuilder::new("basic:app").start();
+    let mut c = crate::util::http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET /slow?5 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let line = server.wait_log(
+        |l| l.contains("slow request started in"),
+        Duration::from_secs(10),
+    );
+    let pid: i32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let sent = Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGQUIT).unwrap();
+    assert!(c.read_response(false).is_err(), "the request is cut");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "exits at once: {:?}",
+        sent.elapsed()
+    );
+    server.wait_log(
+        |l| {
+            l.contains(&format!(
+                "(pid: {pid}) exited with code 0; starting a new one"
+            ))
+        },
+        Duration::from_secs(5),
+    );
+    server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
+}
+
+#[test]
+fn usr1_and_winch_to_the_master_keep_it_serving() {
+    let server = ServerBuilder::new("basic:app").start();
+    server.signal(Signal::SIGUSR1);
+    server.wait_log(
+        |l| l.contains("Handling signal: usr1") && l.contains("no log files to reopen"),
+        Duration::from_secs(5),
+    );
+    server.signal(Signal::SIGWINCH);
+    server.wait_log(
+        |l| l.contains("Handling signal: winch") && l.contains("ignored"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
