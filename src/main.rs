@@ -31,16 +31,6 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if cli.app.is_none() && !table_only {
-        use clap::CommandFactory;
-        let mut cmd = Cli::command();
-        let e = cmd.error(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "the app to serve is missing: give MODULE:CALLABLE, e.g. `ferricorn app:app`",
-        );
-        let _ = e.print();
-        return ExitCode::from(exit_code::USAGE_ERROR);
-    }
     let config = match Config::resolve(cli, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -52,7 +42,20 @@ fn main() -> ExitCode {
         print!("{}", signal_table(&config.policy));
         return ExitCode::SUCCESS;
     }
+    if config.app.is_empty() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let e = cmd.error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the app to serve is missing: give MODULE:CALLABLE (e.g. `ferricorn app:app`) or `wsgi_app` in the config file",
+        );
+        let _ = e.print();
+        return ExitCode::from(exit_code::USAGE_ERROR);
+    }
     ferricorn_log::init(config.log_level);
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
     exit_with(serve(&config))
 }
 
@@ -133,21 +136,27 @@ fn serve(config: &Config) -> Exit {
         info!("Listening at: http://{} ({master_pid})", l.addr);
     }
     info!("Using worker: sync");
-    let worker = ferricorn_worker::WorkerOptions {
+    let start_dir = start
+        .as_ref()
+        .map(|s| s.cwd.clone())
+        .unwrap_or_else(|| app_dir.clone());
+    let worker_options = |config: &Config, worker_id: u32| ferricorn_worker::WorkerOptions {
         app: config.app.clone(),
-        app_dir,
+        app_dir: config
+            .chdir
+            .as_ref()
+            .map_or_else(|| start_dir.clone(), |d| start_dir.join(d)),
         pythonpath: config.pythonpath.clone(),
         multiprocess: config.workers > 1,
-        worker_id: 0,
+        worker_id,
         settings: ferricorn_worker::default_settings(config.keepalive, master_pid),
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
         user: config.user,
         group: config.group,
     };
-    let mut spawn = |child: ferricorn_master::ChildStart| {
-        let mut opts = worker.clone();
-        opts.worker_id = child.worker_id;
+    let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
+        let opts = worker_options(config, child.worker_id);
         ferricorn_worker::run(
             opts,
             child.listeners,
@@ -156,7 +165,26 @@ fn serve(config: &Config) -> Exit {
             child.slot,
         )
     };
-    let exit = ferricorn_master::run(config, listeners, adopted, start, &mut spawn);
+    // HUP: the same command line and environment, read again from the start directory
+    // (where a relative -c path and ./ferricorn.toml are found).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut reload = || -> Result<Config, String> {
+        let here = std::env::current_dir().map_err(|e| e.to_string())?;
+        std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
+        let result = Cli::try_parse_from(&args)
+            .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
+            .and_then(|cli| Config::resolve(cli, &ProcessEnv).map_err(|e| e.to_string()));
+        std::env::set_current_dir(here).map_err(|e| e.to_string())?;
+        result
+    };
+    let exit = ferricorn_master::run(
+        config.clone(),
+        listeners,
+        adopted,
+        start,
+        &mut reload,
+        &mut spawn,
+    );
     if let Some(p) = pidfile {
         p.remove();
     }

@@ -7,6 +7,10 @@ import os
 import sys
 import time
 
+# tests/it/compare.rs counts these lines to know every worker has loaded the app
+# (gunicorn's workers install their signal handlers just before loading it).
+print(f"compare: app loaded in {os.getpid()}", file=sys.stderr, flush=True)
+
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":

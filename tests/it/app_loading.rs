@@ -105,7 +105,9 @@ fn config_errors_are_one_line_and_exit_1_before_binding() {
     let cases: &[Case] = &[
         (&[("WEB_CONCURRENCY", "abc")], &[], "invalid value `abc` for `workers` (from environment variable WEB_CONCURRENCY): expected a positive integer"),
         (&[], &["-w", "0"], "invalid value `0` for `workers` (from --workers)"),
-        (&[], &["--term-exit", "300"], ""),
+        (&[], &["--term-exit", "300"], "invalid value `300` for `term_exit` (from --term-exit): expected `signal` or an exit code from 0 to 255"),
+        (&[("FERRICORN_TIMEOUT", "soon")], &[], "invalid value `string \"soon\"` for `timeout` (from environment variable FERRICORN_TIMEOUT)"),
+        (&[], &["--timeout", "soon"], ""),
         (&[("PORT", "http")], &[], "invalid value `http` for `bind` (from environment variable PORT)"),
     ];
     for (env, args, want) in cases {
@@ -120,9 +122,11 @@ fn config_errors_are_one_line_and_exit_1_before_binding() {
         let status = server.wait_exit(Duration::from_secs(10));
         let log = server.log();
         if want.is_empty() {
-            // A malformed command line is a usage error (2), as clap and gunicorn do.
+            // A malformed command line (here a non-number for a number flag) is a
+            // usage error (2), as argparse makes it in gunicorn; a well-formed value
+            // that is out of range is a config error (1), as in gunicorn.
             assert_eq!(status.code(), Some(2), "{args:?}: {log}");
-            assert!(log.contains("--term-exit"), "{log}");
+            assert!(log.contains("--timeout"), "{log}");
             continue;
         }
         assert_eq!(status.code(), Some(1), "{env:?} {args:?}: {log}");

@@ -54,6 +54,19 @@ impl Peer {
             Peer::Waitress => "waitress",
         }
     }
+
+    /// The line each worker writes once it is fully started, and how many workers.
+    fn worker_ready(self) -> (&'static str, usize) {
+        match self {
+            Peer::Ferricorn => (") ready", 2),
+            // The app module's import line: gunicorn's workers load it right after
+            // installing their signal handlers. A stop signal that reaches a worker
+            // before that is lost (it still runs the master's handlers), and the
+            // master then waits its 30 s graceful timeout.
+            Peer::Gunicorn => ("compare: app loaded in", 2),
+            Peer::Waitress => ("compare: app loaded in", 1),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,11 +161,12 @@ impl Output {
         });
     }
 
-    fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+    /// Wait until `count` lines contain `needle`.
+    fn wait_for(&self, needle: &str, count: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut lines = self.lines.lock().unwrap();
         loop {
-            if lines.iter().any(|l| l.contains(needle)) {
+            if lines.iter().filter(|l| l.contains(needle)).count() >= count {
                 return true;
             }
             let now = Instant::now();
@@ -215,12 +229,25 @@ impl Proc {
             // Its own group: a case can signal it as Heroku and systemd do, and
             // Drop can kill everything the server started.
             .process_group(0);
-        // SAFETY: setrlimit is async-signal-safe and touches no shared state.
-        // No core files in tests/apps from a server that dies by SIGQUIT.
+        // SAFETY: setrlimit and sigaction are async-signal-safe and touch no shared state.
         unsafe {
             cmd.pre_exec(|| {
                 use nix::sys::resource::{setrlimit, Resource};
-                setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)
+                use nix::sys::signal::{signal, SigHandler};
+                // No core files in tests/apps from a server that dies by SIGQUIT.
+                setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(std::io::Error::from)?;
+                // Start as a platform starts a process: default dispositions, even
+                // when the test runs in the background of a shell that ignores INT
+                // and QUIT (CPython then installs no KeyboardInterrupt handler).
+                for sig in [
+                    Signal::SIGINT,
+                    Signal::SIGQUIT,
+                    Signal::SIGTERM,
+                    Signal::SIGHUP,
+                ] {
+                    signal(sig, SigHandler::SigDfl).map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
         let mut child = cmd
@@ -268,8 +295,21 @@ impl Proc {
         })
     }
 
-    /// Poll `GET /` until it answers 200 (the log format differs per server).
+    /// Wait until `generations` generations of workers have started.
+    fn wait_workers(&self, generations: usize) {
+        let (needle, workers) = self.peer.worker_ready();
+        assert!(
+            self.out.wait_for(needle, workers * generations, BOOT),
+            "{}: {} workers did not start within {BOOT:?}; log:\n{}",
+            self.peer.name(),
+            workers * generations,
+            self.log()
+        );
+    }
+
+    /// Every worker started, and `GET /` answers 200.
     fn wait_serving(&mut self) {
+        self.wait_workers(1);
         let deadline = Instant::now() + BOOT;
         loop {
             if let Some((status, _)) = self.try_exit(Duration::ZERO) {
@@ -325,7 +365,10 @@ enum InFlight {
 impl fmt::Display for InFlight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InFlight::Answered(status, body) => write!(f, "{status} {body:?}"),
+            InFlight::Answered(status, body) if body.len() <= 16 => {
+                write!(f, "{status} {body:?}")
+            }
+            InFlight::Answered(status, body) => write!(f, "{status} ({} bytes)", body.len()),
             InFlight::Cut(ErrorKind::UnexpectedEof) => write!(f, "cut (closed, no response)"),
             InFlight::Cut(ErrorKind::ConnectionReset) => write!(f, "cut (reset, no response)"),
             InFlight::Cut(kind) => write!(f, "cut ({kind:?})"),
@@ -369,7 +412,7 @@ fn probe_new_connection(addr: SocketAddr, sent: Instant) -> NewConn {
             Err(e) => panic!("connecting to {addr}: {e}"),
             Ok(conn) => drop(conn),
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     match Client::connect(addr) {
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => NewConn::Refused(sent.elapsed()),
@@ -442,7 +485,7 @@ fn measure(peer: Peer, case: Case) -> Row {
     slow.send(b"GET /slow HTTP/1.1\r\nHost: compare\r\n\r\n")
         .expect("send /slow");
     assert!(
-        server.out.wait_for(MARKER, Duration::from_secs(10)),
+        server.out.wait_for(MARKER, 1, Duration::from_secs(10)),
         "{}: /slow did not start; log:\n{}",
         peer.name(),
         server.log()
@@ -505,41 +548,270 @@ fn run(case: Case) -> Vec<Row> {
     for row in &rows {
         eprintln!("{row}");
     }
+    if std::env::var_os("COMPARE_LOGS").is_some() {
+        for row in &rows {
+            eprintln!("--- {} {}:\n{}", row.case.name(), row.peer.name(), row.log);
+        }
+    }
     rows
 }
 
-fn row(rows: &[Row], peer: Peer) -> &Row {
-    rows.iter()
-        .find(|r| r.peer == peer)
-        .expect("a row per server")
+/// What a server is expected to do with a case.
+#[derive(Clone, Copy, Debug)]
+enum Exit {
+    /// Exits with this code.
+    Code(i32),
+    /// Dies by this signal (a shell reads 128+n).
+    By(Signal),
+    /// Keeps serving; the TERM that follows then ends it like this.
+    KeepsServing(&'static Exit),
 }
+
+#[derive(Clone, Copy, Debug)]
+enum Req {
+    /// 200 "slow done".
+    Completes,
+    /// Answered with this status instead.
+    Status(u16),
+    /// No response at all.
+    Cut,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Conn {
+    /// Refused within PROBE of the signal.
+    Refused,
+    /// Still accepted by the kernel after PROBE, but nobody answers it.
+    AcceptedUnanswered,
+    /// Accepted and answered 200 "ok".
+    Served,
+}
+
+struct Want {
+    exit: Exit,
+    in_flight: Req,
+    new_conn: Conn,
+    /// Upper bound from the signal to the exit.
+    within: Duration,
+}
+
+fn exit_matches(status: ExitStatus, want: Exit) -> bool {
+    match want {
+        Exit::Code(code) => status.code() == Some(code),
+        Exit::By(sig) => status.signal() == Some(sig as i32),
+        Exit::KeepsServing(_) => false,
+    }
+}
+
+fn req_matches(got: &InFlight, want: Req) -> bool {
+    match (got, want) {
+        (InFlight::Answered(200, body), Req::Completes) => body == "slow done",
+        (InFlight::Answered(status, _), Req::Status(s)) => *status == s,
+        (InFlight::Cut(_), Req::Cut) => true,
+        _ => false,
+    }
+}
+
+fn check(rows: &[Row], peer: Peer, want: Want) {
+    let row = rows
+        .iter()
+        .find(|r| r.peer == peer)
+        .expect("a row per server");
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{} after {}: {what}\nmeasured: {row}\nlog:\n{}",
+            peer.name(),
+            row.case.name(),
+            row.log
+        )
+    };
+    match (want.exit, row.status, &row.after) {
+        (Exit::KeepsServing(then), None, Some((get, status, took))) => {
+            if !req_matches(get, Req::Status(200)) {
+                fail("it should still serve GET /");
+            }
+            if !exit_matches(*status, *then) || *took > want.within {
+                fail(&format!(
+                    "the TERM that follows should end it: {then:?} within {:?}",
+                    want.within
+                ));
+            }
+        }
+        (Exit::KeepsServing(_), _, _) => fail("it should keep running"),
+        (exit, Some(status), _) => {
+            if !exit_matches(status, exit) {
+                fail(&format!("expected {exit:?}"));
+            }
+            if row.to_exit.is_none_or(|d| d > want.within) {
+                fail(&format!(
+                    "expected to exit within {:?} of the signal",
+                    want.within
+                ));
+            }
+        }
+        (exit, None, _) => fail(&format!("expected {exit:?}, it kept running")),
+    }
+    if !req_matches(&row.in_flight, want.in_flight) {
+        fail(&format!(
+            "the in-flight request: expected {:?}",
+            want.in_flight
+        ));
+    }
+    let conn_ok = match (&row.new_conn, want.new_conn) {
+        (NewConn::Refused(_), Conn::Refused) => true,
+        (NewConn::Accepted(InFlight::Cut(_)), Conn::AcceptedUnanswered) => true,
+        (NewConn::Accepted(InFlight::Answered(200, body)), Conn::Served) => body == "ok",
+        _ => false,
+    };
+    if !conn_ok {
+        fail(&format!("a new connection: expected {:?}", want.new_conn));
+    }
+}
+
+/// Stops that wait for the 2 s request.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Stops that do not wait for it.
+const QUICK: Duration = Duration::from_millis(1900);
 
 #[test]
 fn compare_term() {
     let rows = run(Case::Term);
-    let _ = row(&rows, Peer::Ferricorn);
+    // docs/signals.md: graceful stop, new connections refused at once, 143.
+    let want = Want {
+        exit: Exit::By(Signal::SIGTERM),
+        in_flight: Req::Completes,
+        new_conn: Conn::Refused,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Ferricorn, want);
+    // gunicorn drains too but exits 0; its busy sync worker still holds the
+    // listening socket, so the kernel accepts new connections nobody will serve.
+    let want = Want {
+        exit: Exit::Code(0),
+        in_flight: Req::Completes,
+        new_conn: Conn::AcceptedUnanswered,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Gunicorn, want);
+    // waitress has no TERM handler: it dies at once, cutting the request.
+    let want = Want {
+        exit: Exit::By(Signal::SIGTERM),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Waitress, want);
+}
+
+#[test]
+fn compare_group_term() {
+    // Heroku, systemd: TERM to every process of the server.
+    let rows = run(Case::GroupTerm);
+    let want = Want {
+        exit: Exit::By(Signal::SIGTERM),
+        in_flight: Req::Completes,
+        new_conn: Conn::Refused,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Ferricorn, want);
+    let want = Want {
+        exit: Exit::Code(0),
+        in_flight: Req::Completes,
+        new_conn: Conn::AcceptedUnanswered,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Gunicorn, want);
+    let want = Want {
+        exit: Exit::By(Signal::SIGTERM),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Waitress, want);
 }
 
 #[test]
 fn compare_int() {
     let rows = run(Case::Int);
-    let _ = row(&rows, Peer::Ferricorn);
+    // docs/signals.md: quick stop, the request is cut, 130.
+    let want = Want {
+        exit: Exit::By(Signal::SIGINT),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Ferricorn, want);
+    // gunicorn's worker raises SystemExit inside the request: the client gets a 500.
+    let want = Want {
+        exit: Exit::Code(0),
+        in_flight: Req::Status(500),
+        new_conn: Conn::Refused,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Gunicorn, want);
+    // waitress catches KeyboardInterrupt and waits for its task threads: the
+    // request completes, then it exits 0.
+    let want = Want {
+        exit: Exit::Code(0),
+        in_flight: Req::Completes,
+        new_conn: Conn::AcceptedUnanswered,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Waitress, want);
 }
 
 #[test]
 fn compare_quit() {
     let rows = run(Case::Quit);
-    let _ = row(&rows, Peer::Ferricorn);
+    // docs/signals.md: quick stop, as INT, 131.
+    let want = Want {
+        exit: Exit::By(Signal::SIGQUIT),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Ferricorn, want);
+    let want = Want {
+        exit: Exit::Code(0),
+        in_flight: Req::Status(500),
+        new_conn: Conn::Refused,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Gunicorn, want);
+    // No handler: dies by the signal (core files are disabled for the test).
+    let want = Want {
+        exit: Exit::By(Signal::SIGQUIT),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Waitress, want);
 }
 
 #[test]
 fn compare_hup() {
     let rows = run(Case::Hup);
-    let _ = row(&rows, Peer::Ferricorn);
-}
-
-#[test]
-fn compare_group_term() {
-    let rows = run(Case::GroupTerm);
-    let _ = row(&rows, Peer::Ferricorn);
+    // docs/signals.md: reload; the old generation finishes its request.
+    let want = Want {
+        exit: Exit::KeepsServing(&Exit::By(Signal::SIGTERM)),
+        in_flight: Req::Completes,
+        new_conn: Conn::Served,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Ferricorn, want);
+    let want = Want {
+        exit: Exit::KeepsServing(&Exit::Code(0)),
+        in_flight: Req::Completes,
+        new_conn: Conn::Served,
+        within: DRAIN,
+    };
+    check(&rows, Peer::Gunicorn, want);
+    // No handler: HUP kills it.
+    let want = Want {
+        exit: Exit::By(Signal::SIGHUP),
+        in_flight: Req::Cut,
+        new_conn: Conn::Refused,
+        within: QUICK,
+    };
+    check(&rows, Peer::Waitress, want);
 }

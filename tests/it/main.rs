@@ -6,6 +6,7 @@ mod util;
 
 mod app_loading;
 mod compare;
+mod config;
 mod python;
 mod serving;
 mod signals;

@@ -313,7 +313,7 @@ fn ferricorn_signals_takes_the_same_options_as_a_run() {
         .args(["signals", "--on-signal", "KILL=ignore"])
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(bad.status.code(), Some(1), "a bad value is a config error");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("not a signal ferricorn lets you configure")
     );

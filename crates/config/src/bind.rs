@@ -11,12 +11,7 @@ pub enum Bind {
 impl Bind {
     /// gunicorn's forms: `HOST:PORT`, `[V6]:PORT`, `HOST` (port 8000), `:PORT` (all IPv4).
     pub fn parse(s: &str, source: Source) -> Result<Bind, ConfigError> {
-        let err = |reason: &str| ConfigError {
-            setting: "bind",
-            value: s.to_string(),
-            origin: source.clone(),
-            reason: reason.into(),
-        };
+        let err = |reason: &str| ConfigError::new("bind", s, source.clone(), reason);
         if s.starts_with("unix:") || s.starts_with("fd://") {
             return Err(err(
                 "unix sockets are not supported yet; bind a TCP address such as 127.0.0.1:8000",

@@ -1,11 +1,18 @@
 use std::fmt;
 
-/// Where a value came from, for error messages.
+/// Where a value came from, for error messages and `--print-config`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Default,
-    Flag(&'static str),
-    Env(&'static str),
+    /// A command-line flag, e.g. `--workers`.
+    Flag(String),
+    /// An environment variable, e.g. `WEB_CONCURRENCY` or `FERRICORN_WORKERS`.
+    Env(String),
+    /// A line of a config file.
+    File {
+        path: String,
+        line: Option<usize>,
+    },
 }
 
 impl fmt::Display for Source {
@@ -14,6 +21,11 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::Flag(flag) => f.write_str(flag),
             Source::Env(var) => write!(f, "environment variable {var}"),
+            Source::File {
+                path,
+                line: Some(line),
+            } => write!(f, "{path}:{line}"),
+            Source::File { path, line: None } => f.write_str(path),
         }
     }
 }
@@ -22,20 +34,24 @@ impl fmt::Display for Source {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value `{value}` for `{setting}` (from {origin}): {reason}")]
 pub struct ConfigError {
-    pub setting: &'static str,
+    pub setting: String,
     pub value: String,
     pub origin: Source,
     pub reason: String,
 }
 
 impl ConfigError {
-    pub(crate) fn with_value(mut self, value: &str) -> Self {
-        self.value = value.to_string();
-        self
-    }
-
-    pub(crate) fn with_setting(mut self, setting: &'static str) -> Self {
-        self.setting = setting;
-        self
+    pub fn new(
+        setting: &str,
+        value: impl fmt::Display,
+        origin: Source,
+        reason: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            setting: setting.to_string(),
+            value: value.to_string(),
+            origin,
+            reason: reason.into(),
+        }
     }
 }

@@ -38,7 +38,11 @@ pub struct ChildStart {
 }
 
 /// The worker side of a fork: runs the worker and returns its exit code.
-pub type SpawnFn<'a> = dyn FnMut(ChildStart) -> u8 + 'a;
+pub type SpawnFn<'a> = dyn FnMut(&Config, ChildStart) -> u8 + 'a;
+
+/// Read the configuration again (HUP): the same command line, environment and
+/// config file as at start. An error keeps the current configuration.
+pub type ReloadFn<'a> = dyn FnMut() -> Result<Config, String> + 'a;
 
 const SIGNAL_TOKEN: Token = Token(0);
 /// After a quick stop's signal, how long workers get before SIGKILL.
@@ -59,14 +63,15 @@ const MAX_WORKERS: usize = 1024;
 /// `adopted` are workers a previous binary left running (after an upgrade); `start`
 /// says how to re-execute for the next upgrade (None: upgrades are refused).
 pub fn run(
-    config: &Config,
+    config: Config,
     listeners: Vec<Listener>,
     adopted: Vec<Pid>,
     start: Option<StartInfo>,
+    reload: &mut ReloadFn<'_>,
     spawn: &mut SpawnFn<'_>,
 ) -> Exit {
     match Master::new(config, listeners, adopted, start) {
-        Ok(mut master) => master.run(spawn),
+        Ok(mut master) => master.run(reload, spawn),
         Err(e) => {
             error!("master failed to start: {e}");
             Exit::Code(exit_code::MASTER_FAILED)
@@ -98,8 +103,8 @@ struct Recycle {
     replacement: Option<Pid>,
 }
 
-struct Master<'c> {
-    config: &'c Config,
+struct Master {
+    config: Config,
     pid: Pid,
     listeners: Vec<Listener>,
     signals: Option<SelfPipe>,
@@ -119,13 +124,13 @@ struct Master<'c> {
     start: Option<StartInfo>,
 }
 
-impl<'c> Master<'c> {
+impl Master {
     fn new(
-        config: &'c Config,
+        config: Config,
         listeners: Vec<Listener>,
         adopted: Vec<Pid>,
         start: Option<StartInfo>,
-    ) -> std::io::Result<Master<'c>> {
+    ) -> std::io::Result<Master> {
         let mut handled: Vec<Signal> = config.policy.signals().collect();
         handled.push(Signal::SIGCHLD);
         let signals = SelfPipe::install(&handled)?;
@@ -148,7 +153,6 @@ impl<'c> Master<'c> {
             info!("Upgraded: adopted {} workers of the previous binary; they serve until the new ones are ready", adopted.len());
         }
         Ok(Master {
-            config,
             pid: unistd::getpid(),
             listeners,
             signals: Some(signals),
@@ -157,6 +161,7 @@ impl<'c> Master<'c> {
             workers,
             state: State::Running,
             target: config.workers,
+            config,
             generation: 1,
             next_worker_id: adopted.len() as u32 + 1,
             boot_failures: 0,
@@ -168,7 +173,7 @@ impl<'c> Master<'c> {
         })
     }
 
-    fn run(&mut self, spawn: &mut SpawnFn<'_>) -> Exit {
+    fn run(&mut self, reload: &mut ReloadFn<'_>, spawn: &mut SpawnFn<'_>) -> Exit {
         let mut events = Events::with_capacity(64);
         loop {
             let timeout = self.next_wakeup().saturating_duration_since(Instant::now());
@@ -191,7 +196,7 @@ impl<'c> Master<'c> {
                 .map(SelfPipe::drain)
                 .unwrap_or_default();
             for d in delivered {
-                self.on_signal(d);
+                self.on_signal(d, reload);
             }
             self.reap();
             self.enforce_timeouts();
@@ -228,7 +233,7 @@ impl<'c> Master<'c> {
         at
     }
 
-    fn on_signal(&mut self, d: Delivered) {
+    fn on_signal(&mut self, d: Delivered, reload: &mut ReloadFn<'_>) {
         if d.signal == Signal::SIGCHLD {
             return; // reap() runs on every turn of the loop
         }
@@ -259,14 +264,24 @@ impl<'c> Master<'c> {
                 );
             }
             Action::Reload => {
+                if !matches!(self.state, State::Running) {
+                    info!("Handling signal: {name}{from}: reload ignored: the master is stopping");
+                    return;
+                }
+                match reload() {
+                    Ok(new) => self.apply_config(new),
+                    Err(e) => {
+                        // tests/it/config.rs waits for this line.
+                        error!("Reload failed: {e}; keeping the current configuration and workers");
+                        return;
+                    }
+                }
                 info!(
                     "Handling signal: {name}{from}: reloading (new generation of {} workers)",
                     self.target
                 );
-                if matches!(self.state, State::Running) {
-                    self.generation += 1;
-                    self.next_spawn_at = Instant::now();
-                }
+                self.generation += 1;
+                self.next_spawn_at = Instant::now();
             }
             Action::AddWorker => {
                 self.target = self
@@ -285,6 +300,17 @@ impl<'c> Master<'c> {
             Action::Upgrade => self.upgrade(&format!("Handling signal: {name}{from}")),
             Action::Ignore => info!("Handling signal: {name}{from}: ignored"),
         }
+    }
+
+    /// Take a re-read configuration (HUP). Workers started from now on use it; the
+    /// listening sockets stay as they are.
+    fn apply_config(&mut self, new: Config) {
+        if new.binds != self.config.binds {
+            warn!("bind changed in the configuration; a reload keeps the current sockets (restart to listen elsewhere)");
+        }
+        log::set_max_level(new.log_level);
+        self.target = new.workers;
+        self.config = new;
     }
 
     /// Re-execute the binary in place, keeping sockets and workers (see `upgrade`).
@@ -867,14 +893,18 @@ impl<'c> Master<'c> {
         // The slot is assigned by the parent after fork; claim it here too so the
         // worker never reads another worker's leftovers.
         scoreboard.assign(slot, unistd::getpid().as_raw());
-        spawn(ChildStart {
-            listeners,
-            status,
-            worker_id,
-            master_pid: self.pid,
-            scoreboard,
-            slot,
-        })
+        let config = self.config.clone();
+        spawn(
+            &config,
+            ChildStart {
+                listeners,
+                status,
+                worker_id,
+                master_pid: self.pid,
+                scoreboard,
+                slot,
+            },
+        )
     }
 }
 

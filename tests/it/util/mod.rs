@@ -103,6 +103,7 @@ pub struct ServerBuilder {
     wrapper: Vec<String>,
     allow_core_dumps: bool,
     program: PathBuf,
+    cwd: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -118,6 +119,7 @@ impl ServerBuilder {
             wrapper: Vec::new(),
             allow_core_dumps: false,
             program: PathBuf::from(BIN),
+            cwd: None,
         }
     }
 
@@ -160,6 +162,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Start in this directory (where ./ferricorn.toml is looked for).
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Do not pass `--chdir` (the config file gives it, or the test wants the default).
+    pub fn no_chdir(mut self) -> Self {
+        self.chdir = PathBuf::new();
+        self
+    }
+
     /// Start this binary instead of the one cargo built (a copy, for upgrade tests).
     pub fn program(mut self, path: &Path) -> Self {
         self.program = path.to_path_buf();
@@ -195,7 +209,12 @@ impl ServerBuilder {
             }
             None => Command::new(&self.program),
         };
-        cmd.arg("--chdir").arg(&self.chdir);
+        if !self.chdir.as_os_str().is_empty() {
+            cmd.arg("--chdir").arg(&self.chdir);
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
         if self.workers_flag {
             cmd.args(["-w", &self.workers.to_string()]);
         }
@@ -248,6 +267,12 @@ impl ServerBuilder {
             addr: None,
             workers: self.workers,
         }
+    }
+
+    /// Start with no APP_MODULE argument (the config file names the app).
+    pub fn start_without_app(mut self) -> Server {
+        self.args.retain(|a| !a.is_empty());
+        self.start()
     }
 
     /// Start and wait until it listens and every worker is ready.

@@ -1,0 +1,124 @@
+//! The settings as every source gives them: all optional, named as gunicorn names
+//! them (TOML keys, `FERRICORN_<NAME>` variables). Sources are merged with figment
+//! and then validated into a [`crate::Config`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A value a config file may write as a number or a string (`umask = 0o27` or
+/// `umask = "027"`, `user = 1000` or `user = "www"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StrOrInt {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for StrOrInt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StrOrInt::Int(i) => write!(f, "{i}"),
+            StrOrInt::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wsgi_app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_deadline: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_requests_jitter: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal_preset: Option<String>,
+    /// `["HUP=graceful-stop:0", …]`, or in TOML a table `[on_signal] HUP = "graceful-stop:0"`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "on_signal_list"
+    )]
+    pub on_signal: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub term_exit: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int_exit: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quit_exit: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chdir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pythonpath: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub umask: Option<StrOrInt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loglevel: Option<String>,
+}
+
+/// Every setting name, for `FERRICORN_<NAME>` and docs/configuration.md.
+pub const NAMES: &[&str] = &[
+    "wsgi_app",
+    "bind",
+    "backlog",
+    "workers",
+    "timeout",
+    "boot_deadline",
+    "max_requests",
+    "max_requests_jitter",
+    "signal_preset",
+    "on_signal",
+    "graceful_timeout",
+    "keepalive",
+    "term_exit",
+    "int_exit",
+    "quit_exit",
+    "chdir",
+    "pythonpath",
+    "pidfile",
+    "user",
+    "group",
+    "umask",
+    "loglevel",
+];
+
+fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        One(String),
+        Table(std::collections::BTreeMap<String, String>),
+    }
+    Ok(Some(match Form::deserialize(d)? {
+        Form::List(l) => l,
+        Form::One(s) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Form::Table(t) => t.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    }))
+}

@@ -1,0 +1,126 @@
+//! Configuration from a TOML file, `FERRICORN_*` variables and gunicorn's
+//! `GUNICORN_CMD_ARGS`, with HUP re-reading it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{apps_dir, http, ServerBuilder};
+
+const T: Duration = Duration::from_secs(15);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn ferricorn_toml_in_the_start_directory_is_read() {
+    let dir = scratch("toml-auto");
+    std::fs::write(
+        dir.join("ferricorn.toml"),
+        format!(
+            "wsgi_app = \"basic:app\"\nchdir = \"{}\"\nworkers = 2\nbind = [\"127.0.0.1:0\"]\n",
+            apps_dir().display()
+        ),
+    )
+    .unwrap();
+    let server = ServerBuilder::new("")
+        .no_chdir()
+        .no_default_bind()
+        .no_workers_flag()
+        .workers(2)
+        .cwd(&dir)
+        .start_without_app();
+    assert_eq!(
+        server.log().matches("Booting worker").count(),
+        2,
+        "{}",
+        server.log()
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn flags_beat_gunicorn_cmd_args_which_beat_ferricorn_vars_which_beat_the_file() {
+    let dir = scratch("toml-precedence");
+    let file = dir.join("settings.toml");
+    std::fs::write(&file, "workers = 1\nmax_requests = 7\n").unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_workers_flag()
+        .args(&["-c", file.to_str().unwrap()])
+        .env("FERRICORN_WORKERS", "2")
+        .env("GUNICORN_CMD_ARGS", "--workers 3")
+        .workers(3)
+        .start();
+    assert_eq!(
+        server.log().matches("Booting worker").count(),
+        3,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_file_and_line_before_binding() {
+    let dir = scratch("toml-bad");
+    let file = dir.join("ferricorn.toml");
+    std::fs::write(&file, "# production\nworkers = 2\ntimeout = \"soon\"\n").unwrap();
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["-c", file.to_str().unwrap()])
+        .spawn();
+    assert_eq!(server.wait_exit(T).code(), Some(1));
+    let log = server.log();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains(&format!("for `timeout` (from {}:3)", file.display())),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_gunicorn_conf_py_is_reported_not_silently_ignored() {
+    let dir = scratch("gunicorn-conf");
+    std::fs::write(dir.join("gunicorn.conf.py"), "workers = 4\n").unwrap();
+    let server = ServerBuilder::new("basic:app").cwd(&dir).start();
+    server.wait_log(
+        |l| l.contains("[WARNING] ./gunicorn.conf.py is not read"),
+        T,
+    );
+}
+
+#[test]
+fn hup_rereads_the_config_file_and_a_broken_one_keeps_the_old() {
+    let dir = scratch("toml-reload");
+    let file = dir.join("ferricorn.toml");
+    std::fs::write(&file, "workers = 1\n").unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_workers_flag()
+        .args(&["-c", file.to_str().unwrap()])
+        .start();
+
+    std::fs::write(&file, "workers = 2\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_log(|l| l.contains("reloading (new generation of 2 workers)"), T);
+    server.wait_log_count(|l| l.contains(") ready"), 3, T);
+    server.wait_log(|l| l.contains("Retiring worker 1"), T);
+
+    std::fs::write(&file, "workers = \"lots\"\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_log(
+        |l| {
+            l.contains("Reload failed: invalid value `lots` for `workers`")
+                && l.contains("keeping the current configuration")
+        },
+        T,
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    assert!(
+        !server.log().contains("reloading (new generation of 1"),
+        "{}",
+        server.log()
+    );
+}
