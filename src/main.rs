@@ -56,6 +56,10 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         log::warn!("{w}");
     }
+    // -e KEY=VALUE: the master is single-threaded here, and workers inherit it.
+    for (k, v) in &config.raw_env {
+        std::env::set_var(k, v);
+    }
     exit_with(serve(&config))
 }
 
@@ -149,7 +153,16 @@ fn serve(config: &Config) -> Exit {
         pythonpath: config.pythonpath.clone(),
         multiprocess: config.workers > 1,
         worker_id,
-        settings: ferricorn_worker::default_settings(config.keepalive, master_pid),
+        settings: ferricorn_worker::settings(
+            config.keepalive,
+            config.worker_connections,
+            ferricorn_worker::limits(
+                config.limit_request_line,
+                config.limit_request_fields,
+                config.limit_request_field_size,
+            ),
+            master_pid,
+        ),
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
         user: config.user,

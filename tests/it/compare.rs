@@ -7,14 +7,14 @@
 //! ferricorn's rows are checked against docs/signals.md; gunicorn's and
 //! waitress's against how they behaved when measured (docs/comparison.md), so
 //! the suite notices when a peer changes. `cargo test --test integration compare
-//! -- --nocapture` prints the table.
+//! -- --nocapture` prints the table (with `COMPARE_LOGS=1`, every server's log too).
 //!
 //! gunicorn and waitress come from the venv scripts/test creates
 //! (`FERRICORN_TEST_VENV`, else `<repo>/.venv`); without them these tests fail.
 
 use std::fmt;
 use std::io::{BufRead, BufReader, ErrorKind};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -135,13 +135,6 @@ fn gunicorn_has_no_control_socket_flag(gunicorn: &Path) -> bool {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
-
 /// Everything a server writes (stdout and stderr, interleaved as read).
 #[derive(Default)]
 struct Output {
@@ -194,18 +187,20 @@ struct Proc {
 
 impl Proc {
     fn spawn(peer: Peer) -> Proc {
-        let port = free_port();
-        let bind = format!("127.0.0.1:{port}");
+        // Port 0: the kernel picks a free port, each server logs the one it got.
+        let bind = "127.0.0.1:0";
         let mut cmd = match peer {
             Peer::Ferricorn => {
                 let mut c = Command::new(BIN);
-                c.args(["-w", "2", "-b", &bind, "compare_app:app"]);
+                c.arg("--chdir").arg(apps_dir());
+                c.args(["-w", "2", "-b", bind, "compare_app:app"]);
                 c
             }
             Peer::Gunicorn => {
                 let gunicorn = venv_tool("gunicorn");
                 let mut c = Command::new(&gunicorn);
-                c.args(["-w", "2", "-b", &bind, "compare_app:app"]);
+                c.arg("--chdir").arg(apps_dir());
+                c.args(["-w", "2", "-b", bind, "compare_app:app"]);
                 if gunicorn_has_no_control_socket_flag(&gunicorn) {
                     c.arg("--no-control-socket");
                 }
@@ -217,8 +212,7 @@ impl Proc {
                 c
             }
         };
-        // All three load the app from tests/apps (gunicorn's --chdir and
-        // ferricorn's default is the working directory).
+        // waitress-serve imports from its working directory.
         cmd.current_dir(apps_dir())
             .env_remove("PORT")
             .env_remove("WEB_CONCURRENCY")
@@ -263,14 +257,17 @@ impl Proc {
                 let _ = tx.send((status, Instant::now()));
             }
         });
-        Proc {
+        let mut proc = Proc {
             peer,
             pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             out,
             exit: rx,
             exited: None,
-        }
+        };
+        let port = proc.wait_port();
+        proc.addr.set_port(port);
+        proc
     }
 
     fn log(&self) -> String {
@@ -293,6 +290,37 @@ impl Proc {
                 self.log()
             )
         })
+    }
+
+    /// The port from the first line with the listening address: ferricorn's and
+    /// gunicorn's "Listening at: http://127.0.0.1:P (pid)", waitress's
+    /// "Serving on http://127.0.0.1:P".
+    fn wait_port(&mut self) -> u16 {
+        const AT: &str = "http://127.0.0.1:";
+        if !self.out.wait_for(AT, 1, BOOT) {
+            let exited = self.try_exit(Duration::ZERO).map(|(s, _)| s);
+            panic!(
+                "{} did not log its address within {BOOT:?} (exit: {exited:?}); log:\n{}",
+                self.peer.name(),
+                self.log()
+            );
+        }
+        let line = self
+            .out
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(AT))
+            .cloned();
+        let line = line.expect("the line wait_for saw");
+        let digits: String = line[line.find(AT).unwrap() + AT.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("a port in {line:?}"))
     }
 
     /// Wait until `generations` generations of workers have started.
@@ -458,23 +486,22 @@ impl fmt::Display for Row {
         let to_exit = self
             .to_exit
             .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+        let after = match &self.after {
+            Some((get, status, took)) => format!(
+                "GET / -> {get}; TERM -> {} after {:.2} s",
+                shell(*status),
+                took.as_secs_f64()
+            ),
+            None => "-".into(),
+        };
         write!(
             f,
-            "| {} | {} | {status} | {to_exit} | {} | {} |",
+            "| {} | {} | {status} | {to_exit} | {} | {} | {after} |",
             self.case.name(),
             self.peer.name(),
             self.in_flight,
             self.new_conn
-        )?;
-        if let Some((get, status, took)) = &self.after {
-            write!(
-                f,
-                " then GET / -> {get}; TERM -> {} after {:.2} s |",
-                shell(*status),
-                took.as_secs_f64()
-            )?;
-        }
-        Ok(())
+        )
     }
 }
 
@@ -497,7 +524,9 @@ fn measure(peer: Peer, case: Case) -> Row {
     let in_flight = reader.join().expect("the reader thread");
     let (status, to_exit, after) =
         if case == Case::Hup && server.try_exit(Duration::from_millis(100)).is_none() {
-            // A reload: it must still serve; then stop it.
+            // A reload: it must still serve; then stop it, once the new
+            // generation of workers is up.
+            server.wait_workers(2);
             let get = in_flight_get(server.addr);
             let term = Instant::now();
             Case::Term.send(server.pid);
@@ -542,9 +571,9 @@ fn run(case: Case) -> Vec<Row> {
             .collect()
     });
     eprintln!(
-        "\n| signal | server | exit ($?) | signal to exit | in-flight /slow | new connection |"
+        "\n| signal | server | exit ($?) | signal to exit | in-flight /slow | new connection | if still running |"
     );
-    eprintln!("|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|");
     for row in &rows {
         eprintln!("{row}");
     }

@@ -124,3 +124,94 @@ fn hup_rereads_the_config_file_and_a_broken_one_keeps_the_old() {
         server.log()
     );
 }
+
+#[test]
+fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--preload",
+            "--worker-tmp-dir",
+            "/dev/shm",
+            "--name",
+            "web",
+            "--statsd-host",
+            "localhost:8125",
+            "-k",
+            "sync",
+            "--no-control-socket",
+        ])
+        .env("GUNICORN_CMD_ARGS", "--reuse-port")
+        .start();
+    for flag in [
+        "--preload (from the command line) is ignored",
+        "--worker-tmp-dir (from the command line) is ignored",
+        "--name (from",
+        "--statsd-host (from",
+        "--reuse-port (from GUNICORN_CMD_ARGS) is ignored",
+    ] {
+        assert!(
+            server
+                .log()
+                .lines()
+                .any(|l| l.contains("[WARNING]") && l.contains(flag)),
+            "no warning for {flag}:\n{}",
+            server.log()
+        );
+    }
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn gunicorn_flags_that_would_change_behaviour_are_refused_with_one_line() {
+    for (args, want) in [
+        (vec!["-k", "gevent"], "invalid value `gevent` for `worker-class` (from --worker-class): only the sync worker exists yet"),
+        (vec!["--daemon"], "for `daemon` (from --daemon): ferricorn stays in the foreground"),
+        (vec!["--certfile", "cert.pem"], "for `certfile` (from --certfile): ferricorn does not terminate TLS"),
+        (vec!["--threads", "4"], "invalid value `4` for `threads` (from --threads): threaded workers are not supported yet"),
+    ] {
+        let mut server = ServerBuilder::new("basic:app").args(&args).spawn();
+        assert_eq!(server.wait_exit(T).code(), Some(1), "{args:?}: {}", server.log());
+        let log = server.log();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains(want), "{args:?}: {log}");
+    }
+}
+
+#[test]
+fn env_flag_sets_variables_for_the_app() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["-e", "GREETING=hi there", "--env", "EMPTY="])
+        .start();
+    assert_eq!(
+        http::get(server.addr(), "/osenv?GREETING").unwrap().text(),
+        "hi there"
+    );
+    assert_eq!(http::get(server.addr(), "/osenv?EMPTY").unwrap().text(), "");
+}
+
+#[test]
+fn request_limits_follow_gunicorns_flags() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--limit-request-line",
+            "100",
+            "--limit-request-fields",
+            "3",
+            "--limit-request-field_size",
+            "50",
+        ])
+        .start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(120)).as_bytes())
+        .unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 414);
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 431);
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(format!("GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n", "v".repeat(60)).as_bytes())
+        .unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 431);
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}

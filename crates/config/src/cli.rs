@@ -106,6 +106,33 @@ pub struct Cli {
     /// Error log level: debug, info, warning, error, critical [default: info].
     #[arg(long = "log-level", value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Most connections one worker holds open at once [default: 1000].
+    #[arg(long = "worker-connections", value_name = "INT")]
+    pub worker_connections: Option<u64>,
+
+    /// Longest request line in bytes (414 above it); 0 means 8190, values above 8190 are clamped to it [default: 4094].
+    #[arg(long = "limit-request-line", value_name = "INT")]
+    pub limit_request_line: Option<u64>,
+
+    /// Most header fields in a request (431 above it); 0 or above 32768 means 32768 [default: 100].
+    #[arg(long = "limit-request-fields", value_name = "INT")]
+    pub limit_request_fields: Option<u64>,
+
+    /// Longest header field line in bytes, CRLF included (431 above it); 0 means 8190 [default: 8190]. Spelled as gunicorn spells it.
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "INT"
+    )]
+    pub limit_request_field_size: Option<u64>,
+
+    /// Set an environment variable for the master and workers (KEY=VALUE). Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    #[command(flatten)]
+    pub gunicorn: GunicornCompat,
 }
 
 impl Cli {
@@ -134,6 +161,231 @@ impl Cli {
             group: self.group.clone().map(StrOrInt::Str),
             umask: self.umask.clone().map(StrOrInt::Str),
             loglevel: self.log_level.clone(),
+            worker_connections: self.worker_connections,
+            limit_request_line: self.limit_request_line,
+            limit_request_fields: self.limit_request_fields,
+            limit_request_field_size: self.limit_request_field_size,
         }
+    }
+}
+
+/// gunicorn flags ferricorn does not implement, and what it does about each: a
+/// flag whose absence changes nothing an app can see is accepted with a warning;
+/// one whose absence would change how the app behaves is refused.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GunicornCompat {
+    #[arg(short = 'D', long = "daemon", hide = true)]
+    pub daemon: bool,
+    #[arg(long = "paste", alias = "paster", hide = true, value_name = "FILE")]
+    pub paste: Option<String>,
+    #[arg(long = "certfile", hide = true, value_name = "FILE")]
+    pub certfile: Option<String>,
+    #[arg(long = "keyfile", hide = true, value_name = "FILE")]
+    pub keyfile: Option<String>,
+    #[arg(long = "ca-certs", hide = true, value_name = "FILE")]
+    pub ca_certs: Option<String>,
+    #[arg(long = "proxy-protocol", hide = true, num_args = 0..=1, default_missing_value = "auto", value_name = "MODE")]
+    pub proxy_protocol: Option<String>,
+    #[arg(long = "proxy-allow-from", hide = true, value_name = "IPS")]
+    pub proxy_allow_from: Option<String>,
+    #[arg(long = "preload", hide = true)]
+    pub preload: bool,
+    #[arg(long = "reload", hide = true)]
+    pub reload: bool,
+    #[arg(long = "reload-engine", hide = true, value_name = "ENGINE")]
+    pub reload_engine: Option<String>,
+    #[arg(long = "reload-extra-file", hide = true, value_name = "FILE")]
+    pub reload_extra_file: Vec<String>,
+    #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
+    pub worker_tmp_dir: Option<String>,
+    #[arg(short = 'n', long = "name", hide = true, value_name = "NAME")]
+    pub name: Option<String>,
+    #[arg(long = "reuse-port", hide = true)]
+    pub reuse_port: bool,
+    #[arg(long = "no-sendfile", hide = true)]
+    pub no_sendfile: bool,
+    #[arg(long = "capture-output", hide = true)]
+    pub capture_output: bool,
+    #[arg(long = "initgroups", hide = true)]
+    pub initgroups: bool,
+    #[arg(long = "statsd-host", hide = true, value_name = "HOST")]
+    pub statsd_host: Option<String>,
+    #[arg(long = "statsd-prefix", hide = true, value_name = "PREFIX")]
+    pub statsd_prefix: Option<String>,
+    #[arg(long = "dogstatsd-tags", hide = true, value_name = "TAGS")]
+    pub dogstatsd_tags: Option<String>,
+    #[arg(long = "log-syslog", hide = true)]
+    pub log_syslog: bool,
+    #[arg(long = "log-syslog-to", hide = true, value_name = "ADDR")]
+    pub log_syslog_to: Option<String>,
+    #[arg(long = "log-syslog-prefix", hide = true, value_name = "PREFIX")]
+    pub log_syslog_prefix: Option<String>,
+    #[arg(long = "log-syslog-facility", hide = true, value_name = "FACILITY")]
+    pub log_syslog_facility: Option<String>,
+    #[arg(long = "log-config", hide = true, value_name = "FILE")]
+    pub log_config: Option<String>,
+    #[arg(long = "log-config-json", hide = true, value_name = "FILE")]
+    pub log_config_json: Option<String>,
+    #[arg(long = "logger-class", hide = true, value_name = "CLASS")]
+    pub logger_class: Option<String>,
+    #[arg(short = 'R', long = "enable-stdio-inheritance", hide = true)]
+    pub enable_stdio_inheritance: bool,
+    #[arg(long = "spew", hide = true)]
+    pub spew: bool,
+    #[arg(long = "no-control-socket", hide = true)]
+    pub no_control_socket: bool,
+    #[arg(long = "control-socket", hide = true, value_name = "PATH")]
+    pub control_socket: Option<String>,
+    #[arg(long = "permit-obsolete-folding", hide = true)]
+    pub permit_obsolete_folding: bool,
+    #[arg(long = "strip-header-spaces", hide = true)]
+    pub strip_header_spaces: bool,
+    #[arg(long = "permit-unconventional-http-method", hide = true)]
+    pub permit_unconventional_http_method: bool,
+    #[arg(long = "permit-unconventional-http-version", hide = true)]
+    pub permit_unconventional_http_version: bool,
+    #[arg(long = "casefold-http-method", hide = true)]
+    pub casefold_http_method: bool,
+    #[arg(short = 'k', long = "worker-class", hide = true, value_name = "CLASS")]
+    pub worker_class: Option<String>,
+    #[arg(long = "threads", hide = true, value_name = "INT")]
+    pub threads: Option<u32>,
+}
+
+impl GunicornCompat {
+    /// Warnings for flags that are accepted and ignored; an error for the first
+    /// flag that cannot be ignored without changing how the app behaves.
+    pub fn check(&self, source: &str) -> Result<Vec<String>, (String, String, String)> {
+        let refuse = |flag: &str, value: &str, why: &str| {
+            Err((flag.to_string(), value.to_string(), why.to_string()))
+        };
+        if self.daemon {
+            return refuse("--daemon", "true", "ferricorn stays in the foreground; let the supervisor (systemd, Docker, Heroku) run it in the background");
+        }
+        if let Some(p) = &self.paste {
+            return refuse(
+                "--paste",
+                p,
+                "PasteDeploy apps are not supported; name the WSGI callable (MODULE:CALLABLE)",
+            );
+        }
+        for (flag, v) in [
+            ("--certfile", &self.certfile),
+            ("--keyfile", &self.keyfile),
+            ("--ca-certs", &self.ca_certs),
+        ] {
+            if let Some(v) = v {
+                return refuse(flag, v, "ferricorn does not terminate TLS; put a TLS proxy (nginx, a load balancer) in front");
+            }
+        }
+        if let Some(p) = self
+            .proxy_protocol
+            .as_ref()
+            .filter(|p| *p != "off" && *p != "false")
+        {
+            return refuse("--proxy-protocol", p, "PROXY protocol is not supported yet; requests with a PROXY header would be refused");
+        }
+        if let Some(k) = &self.worker_class {
+            if k != "sync" {
+                return refuse("--worker-class", k, "only the sync worker exists yet (event-driven connections, one request at a time per worker); use -k sync or leave it out");
+            }
+        }
+        if let Some(t) = self.threads.filter(|t| *t > 1) {
+            return refuse(
+                "--threads",
+                &t.to_string(),
+                "threaded workers are not supported yet; use more workers (-w)",
+            );
+        }
+        let mut warnings = Vec::new();
+        let mut ignored = |flag: &str, why: &str| {
+            warnings.push(format!("{flag} (from {source}) is ignored: {why}"))
+        };
+        if self.preload {
+            ignored(
+                "--preload",
+                "the app is imported in each worker after fork (preloading is not supported yet)",
+            );
+        }
+        if self.reload || self.reload_engine.is_some() || !self.reload_extra_file.is_empty() {
+            ignored(
+                "--reload",
+                "code is not reloaded on change; send HUP to reload",
+            );
+        }
+        if self.worker_tmp_dir.is_some() {
+            ignored(
+                "--worker-tmp-dir",
+                "worker heartbeats use shared memory, not files",
+            );
+        }
+        if self.name.is_some() {
+            ignored("--name", "process titles are not set");
+        }
+        if self.reuse_port {
+            ignored("--reuse-port", "workers share the master's sockets");
+        }
+        if self.no_sendfile {
+            ignored("--no-sendfile", "sendfile is not used");
+        }
+        if self.capture_output {
+            ignored(
+                "--capture-output",
+                "the app's stdout and stderr go where ferricorn's do",
+            );
+        }
+        if self.initgroups {
+            ignored("--initgroups", "workers keep only the --group group");
+        }
+        if self.statsd_host.is_some()
+            || self.statsd_prefix.is_some()
+            || self.dogstatsd_tags.is_some()
+        {
+            ignored("--statsd-host", "StatsD metrics are not sent");
+        }
+        if self.log_syslog
+            || self.log_syslog_to.is_some()
+            || self.log_syslog_prefix.is_some()
+            || self.log_syslog_facility.is_some()
+        {
+            ignored(
+                "--log-syslog",
+                "logs go to stderr (and the access log where --access-logfile says)",
+            );
+        }
+        if self.log_config.is_some()
+            || self.log_config_json.is_some()
+            || self.logger_class.is_some()
+        {
+            ignored(
+                "--log-config",
+                "Python logging configuration does not apply to ferricorn's own log",
+            );
+        }
+        if self.enable_stdio_inheritance
+            || self.spew
+            || self.no_control_socket
+            || self.control_socket.is_some()
+        {
+            ignored(
+                "--enable-stdio-inheritance/--spew/--control-socket",
+                "not applicable to ferricorn",
+            );
+        }
+        if self.permit_obsolete_folding
+            || self.strip_header_spaces
+            || self.permit_unconventional_http_method
+            || self.permit_unconventional_http_version
+            || self.casefold_http_method
+        {
+            ignored(
+                "--permit-*/--strip-header-spaces/--casefold-http-method",
+                "ferricorn's HTTP parser stays strict (RFC 9112)",
+            );
+        }
+        if self.worker_class.is_some() {
+            ignored("--worker-class sync", "the sync worker is the only one");
+        }
+        Ok(warnings)
     }
 }

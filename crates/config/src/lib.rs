@@ -51,6 +51,13 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Said once logging is up (e.g. a gunicorn.conf.py that is not read).
     pub warnings: Vec<String>,
+    pub worker_connections: usize,
+    /// Request head limits, with gunicorn's clamping applied.
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
+    /// `-e KEY=VALUE`: set in the master (and so in every worker) at start.
+    pub raw_env: Vec<(String, String)>,
 }
 
 /// Where environment variables come from (the process environment in production,
@@ -72,6 +79,45 @@ impl Config {
     /// the environment, which wins over a config file, which wins over defaults.
     pub fn resolve(cli: Cli, env: &dyn Env) -> Result<Config, ConfigError> {
         let merged = load::merge(&cli, env)?;
+        let mut warnings = merged.warnings.clone();
+        for (source, c) in [
+            ("the command line", Some(&cli)),
+            ("GUNICORN_CMD_ARGS", merged.gunicorn_args.as_ref()),
+            ("FERRICORN_CMD_ARGS", merged.ferricorn_args.as_ref()),
+        ] {
+            let Some(c) = c else { continue };
+            match c.gunicorn.check(source) {
+                Ok(w) => warnings.extend(w),
+                Err((flag, value, why)) => {
+                    let o = if source == "the command line" {
+                        Source::Flag(flag.clone())
+                    } else {
+                        Source::Env(source.to_string())
+                    };
+                    return Err(ConfigError::new(
+                        flag.trim_start_matches('-'),
+                        value,
+                        o,
+                        why,
+                    ));
+                }
+            }
+        }
+        let mut raw_env = Vec::new();
+        for kv in cli.env.iter() {
+            let (k, v) = kv
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "raw_env",
+                        kv,
+                        Source::Flag("--env".into()),
+                        "expected KEY=VALUE",
+                    )
+                })?;
+            raw_env.push((k.to_string(), v.to_string()));
+        }
         let s = &merged.settings;
         let origin = |key: &str| merged.origin(key);
 
@@ -199,7 +245,24 @@ impl Config {
                 .map(PathBuf::from)
                 .collect(),
             log_level,
-            warnings: merged.warnings.clone(),
+            warnings,
+            raw_env,
+            worker_connections: usize::try_from(s.worker_connections.unwrap_or(1000))
+                .unwrap_or(usize::MAX)
+                .max(1),
+            // gunicorn's clamping, so limits carried over from its configs mean the same.
+            limit_request_line: match s.limit_request_line.unwrap_or(4094) {
+                0 => 8190,
+                n => n.min(8190) as usize,
+            },
+            limit_request_fields: match s.limit_request_fields.unwrap_or(100) {
+                0 => 32768,
+                n => n.min(32768) as usize,
+            },
+            limit_request_field_size: match s.limit_request_field_size.unwrap_or(8190) {
+                0 => 8190,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
         })
     }
 }
@@ -409,7 +472,8 @@ mod tests {
         let bad_file = toml_file("bad", "# settings\nworkers = 2\ntimeout = \"soon\"\n");
         let typo_file = toml_file("typo", "workers = 2\nwokers = 3\n");
         let broken_file = toml_file("broken", "workers = \n");
-        let cases: Vec<(Vec<&str>, Vec<(&'static str, &str)>, String)> = vec![
+        type Case<'a> = (Vec<&'a str>, Vec<(&'static str, &'a str)>, String);
+        let cases: Vec<Case> = vec![
             (vec!["app"], vec![("WEB_CONCURRENCY", "abc")], "invalid value `abc` for `workers` (from environment variable WEB_CONCURRENCY): expected a positive integer".into()),
             (vec!["-w", "0", "app"], vec![], "invalid value `0` for `workers` (from --workers)".into()),
             (vec!["app"], vec![("PORT", "")], "invalid value `` for `bind` (from environment variable PORT)".into()),

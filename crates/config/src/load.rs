@@ -18,6 +18,8 @@ const ENV_LAYER: &str = "environment";
 /// The merged settings and where each came from.
 pub struct Merged {
     pub settings: Settings,
+    pub gunicorn_args: Option<Cli>,
+    pub ferricorn_args: Option<Cli>,
     figment: Figment,
     file: Option<(PathBuf, String)>,
     /// Things to tell the user once logging is up (ignored files, …).
@@ -162,6 +164,8 @@ pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
     figment = figment.merge(layer(CLI_LAYER, &cli.settings())?);
     let mut merged = Merged {
         settings: Settings::default(),
+        gunicorn_args,
+        ferricorn_args,
         figment,
         file,
         warnings,
@@ -269,6 +273,10 @@ pub fn flag_for(key: &str) -> &'static str {
         "group" => "--group",
         "umask" => "--umask",
         "loglevel" => "--log-level",
+        "worker_connections" => "--worker-connections",
+        "limit_request_line" => "--limit-request-line",
+        "limit_request_fields" => "--limit-request-fields",
+        "limit_request_field_size" => "--limit-request-field_size",
         _ => "the command line",
     }
 }

@@ -76,6 +76,14 @@ pub struct Settings {
     pub umask: Option<StrOrInt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loglevel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_request_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_request_fields: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_request_field_size: Option<u64>,
 }
 
 /// Every setting name, for `FERRICORN_<NAME>` and docs/configuration.md.
@@ -102,6 +110,10 @@ pub const NAMES: &[&str] = &[
     "group",
     "umask",
     "loglevel",
+    "worker_connections",
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
 ];
 
 fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {

@@ -202,17 +202,33 @@ fn run_exit_hooks(py: ferricorn_wsgi::Python<'_>) {
     }
 }
 
-/// Defaults for the timeouts that have no setting yet.
-pub fn default_settings(keepalive: Duration, master_pid: i32) -> Settings {
+/// The event loop's settings; timeouts without a setting yet take their defaults.
+pub fn settings(
+    keepalive: Duration,
+    max_connections: usize,
+    limits: ferricorn_http::Limits,
+    master_pid: i32,
+) -> Settings {
     Settings {
         keepalive,
         header_timeout: Duration::from_secs(30),
         body_timeout: Duration::from_secs(30),
-        max_connections: 1000,
-        limits: ferricorn_http::Limits {
-            max_body: 100 * 1024 * 1024,
-            ..Default::default()
-        },
+        max_connections,
+        limits,
         master_pid,
+    }
+}
+
+/// Request limits: gunicorn's three, plus the size of the head and body buffers.
+pub fn limits(request_line: usize, fields: usize, field_size: usize) -> ferricorn_http::Limits {
+    ferricorn_http::Limits {
+        max_request_line: request_line,
+        max_headers: fields,
+        max_field_size: field_size,
+        // Room for every field at its limit would be megabytes; 64 KiB is plenty
+        // for real clients, unless the limits were raised past it.
+        max_head: (64 * 1024).max(request_line + field_size * 2),
+        // Bodies are buffered in memory until they can be streamed.
+        max_body: 100 * 1024 * 1024,
     }
 }
