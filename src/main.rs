@@ -52,6 +52,12 @@ fn main() -> ExitCode {
         let _ = e.print();
         return ExitCode::from(exit_code::USAGE_ERROR);
     }
+    if let Some(path) = &config.error_log {
+        if let Err(e) = ferricorn_log::redirect_stderr(path) {
+            eprintln!("Error: invalid value `{path}` for `errorlog` (from --error-logfile): {e}");
+            return ExitCode::from(exit_code::CONFIG_ERROR);
+        }
+    }
     ferricorn_log::init(config.log_level);
     for w in &config.warnings {
         log::warn!("{w}");
@@ -167,6 +173,9 @@ fn serve(config: &Config) -> Exit {
         max_requests_jitter: config.max_requests_jitter,
         user: config.user,
         group: config.group,
+        access_log: config.access_log.clone(),
+        access_log_format: config.access_log_format.clone(),
+        error_log: config.error_log.clone(),
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);

@@ -215,3 +215,128 @@ fn request_limits_follow_gunicorns_flags() {
     assert_eq!(c.read_response(false).unwrap().status, 431);
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
 }
+
+#[test]
+fn access_log_to_stdout_in_gunicorns_default_format() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--access-logfile", "-"])
+        .start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET /echo?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: probe/1.0\r\nReferer: http://ref/\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    let line = server.wait_stdout(|l| l.contains("GET /echo?x=1"), T);
+    // 127.0.0.1 - - [26/Nov/2026:13:10:25 +0000] "GET /echo?x=1 HTTP/1.1" 200 3 "http://ref/" "probe/1.0"
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.ends_with("] \"GET /echo?x=1 HTTP/1.1\" 200 3 \"http://ref/\" \"probe/1.0\""),
+        "{line}"
+    );
+    // No access log unless asked: the error log has none of it.
+    assert!(
+        !server.log().contains("GET /echo?x=1 HTTP/1.1\" 200"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn access_log_file_custom_format_and_usr1_reopen() {
+    let dir = scratch("access-log");
+    let path = dir.join("access.log");
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--access-logfile",
+            path.to_str().unwrap(),
+            "--access-logformat",
+            "%(m)s %(U)s %(s)s %(b)s %({x-req}i)s %({content-type}o)s",
+        ])
+        .start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET /nope HTTP/1.1\r\nHost: t\r\nX-Req: r1\r\n\r\n")
+        .unwrap();
+    c.read_response(false).unwrap();
+    let wait_for = |p: &Path, want: &str| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want:?} not in {}: {text:?}",
+                p.display()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling a file, bounded
+        }
+    };
+    wait_for(&path, "GET /nope 404 10 r1 text/plain\n");
+
+    // logrotate: move the file away, then USR1; new lines go to a new file.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    server.signal(Signal::SIGUSR1);
+    server.wait_log(|l| l.contains("reopening log files"), T);
+    // The worker reopens when it gets the forwarded USR1; retry until a line lands in the new file.
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .contains("GET /after")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line in the reopened file"
+        );
+        http::get(server.addr(), "/after").unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .starts_with("GET /nope 404 10 r1 text/plain\n"),
+        "the old lines stay in the rotated file"
+    );
+}
+
+#[test]
+fn error_log_file_gets_the_log_and_app_tracebacks() {
+    let dir = scratch("error-log");
+    let path = dir.join("error.log");
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--error-logfile", path.to_str().unwrap()])
+        .spawn();
+    let deadline = std::time::Instant::now() + T;
+    let addr = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains(") ready") {
+            let line = text
+                .lines()
+                .find(|l| l.contains("Listening at: http://"))
+                .unwrap();
+            break line
+                .split("http://")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {text}");
+        std::thread::sleep(Duration::from_millis(20)); // polling a file, bounded
+    };
+    assert_eq!(http::get(addr, "/error").unwrap().status, 500);
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("RuntimeError: boom from the test app")
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20)); // polling a file, bounded
+    }
+    assert!(
+        server.log().is_empty(),
+        "nothing on stderr: {}",
+        server.log()
+    );
+}

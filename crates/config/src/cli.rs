@@ -107,6 +107,18 @@ pub struct Cli {
     #[arg(long = "log-level", value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Access log: `-` for stdout, or a file to append to. Off unless given.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<String>,
+
+    /// Access log line format, with gunicorn's atoms (h l u t r m U q H s B b f a T M D L p, %({header}i)s, %({header}o)s, %({var}e)s).
+    #[arg(long = "access-logformat", value_name = "FORMAT")]
+    pub access_logformat: Option<String>,
+
+    /// Error log: `-` for stderr (default), or a file to append to (the app's stderr goes there too).
+    #[arg(long = "error-logfile", alias = "log-file", value_name = "FILE")]
+    pub error_logfile: Option<String>,
+
     /// Most connections one worker holds open at once [default: 1000].
     #[arg(long = "worker-connections", value_name = "INT")]
     pub worker_connections: Option<u64>,
@@ -162,6 +174,9 @@ impl Cli {
             umask: self.umask.clone().map(StrOrInt::Str),
             loglevel: self.log_level.clone(),
             worker_connections: self.worker_connections,
+            accesslog: self.access_logfile.clone(),
+            access_log_format: self.access_logformat.clone(),
+            errorlog: self.error_logfile.clone(),
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,

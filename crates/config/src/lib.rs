@@ -52,6 +52,11 @@ pub struct Config {
     /// Said once logging is up (e.g. a gunicorn.conf.py that is not read).
     pub warnings: Vec<String>,
     pub worker_connections: usize,
+    /// `-` (stdout), a file, or None (off).
+    pub access_log: Option<String>,
+    pub access_log_format: Option<String>,
+    /// None or `-` means stderr.
+    pub error_log: Option<String>,
     /// Request head limits, with gunicorn's clamping applied.
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
@@ -247,6 +252,9 @@ impl Config {
             log_level,
             warnings,
             raw_env,
+            access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
+            access_log_format: s.access_log_format.clone(),
+            error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),
             worker_connections: usize::try_from(s.worker_connections.unwrap_or(1000))
                 .unwrap_or(usize::MAX)
                 .max(1),

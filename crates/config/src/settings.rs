@@ -79,6 +79,12 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_connections: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub accesslog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errorlog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_fields: Option<u64>,
@@ -111,6 +117,9 @@ pub const NAMES: &[&str] = &[
     "umask",
     "loglevel",
     "worker_connections",
+    "accesslog",
+    "access_log_format",
+    "errorlog",
     "limit_request_line",
     "limit_request_fields",
     "limit_request_field_size",

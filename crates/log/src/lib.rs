@@ -20,6 +20,18 @@ pub fn init(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// `--error-logfile PATH`: make this process's stderr (fd 2) append to `path`, so
+/// ferricorn's log, Python tracebacks and whatever the app prints to stderr all
+/// land there. Called again on USR1 to follow a rotated file.
+pub fn redirect_stderr(path: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    nix::unistd::dup2_stderr(&file)?;
+    Ok(())
+}
+
 /// Parse gunicorn's level names (`debug`, `info`, `warning`, `error`, `critical`).
 pub fn parse_level(s: &str) -> Option<LevelFilter> {
     Some(match s.to_ascii_lowercase().as_str() {

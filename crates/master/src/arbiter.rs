@@ -295,7 +295,15 @@ impl Master {
                 info!("Handling signal: {name}{from}: workers now {}", self.target);
             }
             Action::ReopenLogs => {
-                info!("Handling signal: {name}{from}: no log files to reopen (logs go to stderr)")
+                if let Some(path) = &self.config.error_log {
+                    if let Err(e) = ferricorn_log::redirect_stderr(path) {
+                        error!("cannot reopen the error log {path}: {e}");
+                    }
+                }
+                info!("Handling signal: {name}{from}: reopening log files (workers too)");
+                for w in self.workers.iter() {
+                    let _ = kill(w.pid, Signal::SIGUSR1);
+                }
             }
             Action::Upgrade => self.upgrade(&format!("Handling signal: {name}{from}")),
             Action::Ignore => info!("Handling signal: {name}{from}: ignored"),

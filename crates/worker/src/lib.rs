@@ -6,6 +6,7 @@
 //! its event loop. Failures before ready are reported to the master with a reason
 //! and gunicorn's exit codes (3: boot failed, 4: app failed to load).
 
+mod access_log;
 mod connection;
 mod inbuf;
 mod outbuf;
@@ -41,6 +42,10 @@ pub struct WorkerOptions {
     /// Switch to these ids before starting Python (`--user`, `--group`).
     pub user: Option<u32>,
     pub group: Option<u32>,
+    /// `--access-logfile` (`-` = stdout) and its format; `--error-logfile`.
+    pub access_log: Option<String>,
+    pub access_log_format: Option<String>,
+    pub error_log: Option<String>,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -125,6 +130,23 @@ pub fn run(
         let max_requests =
             (opts.max_requests > 0).then(|| opts.max_requests + jitter(opts.max_requests_jitter));
         let settings = opts.settings.clone();
+        let format = opts
+            .access_log_format
+            .as_deref()
+            .unwrap_or(access_log::DEFAULT_FORMAT);
+        let access = match access_log::AccessLog::open(opts.access_log.as_deref(), format) {
+            Ok(a) => a,
+            Err(e) => {
+                let path = opts.access_log.clone().unwrap_or_default();
+                report(Report::Failed {
+                    code: exit_code::WORKER_BOOT_FAILED,
+                    message: format!(
+                        "Worker failed to boot: cannot open the access log {path}: {e}"
+                    ),
+                });
+                return exit_code::WORKER_BOOT_FAILED;
+            }
+        };
         let mut server = match server::Server::new(
             py,
             app,
@@ -135,6 +157,8 @@ pub fn run(
             slot,
             status,
             max_requests,
+            access,
+            opts.error_log.clone(),
         ) {
             Ok(s) => s,
             Err(e) => {

@@ -59,6 +59,11 @@ pub struct Responder<'a> {
     pub keep_alive: bool,
     /// Something went wrong that a log line should mention.
     pub problem: Option<String>,
+    /// For the access log: the status sent, body bytes sent, and (if the log
+    /// format asks) the response headers.
+    pub status: u16,
+    pub body_bytes: u64,
+    pub log_headers: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'a> Responder<'a> {
@@ -80,6 +85,9 @@ impl<'a> Responder<'a> {
             state: State::Waiting,
             keep_alive,
             problem: None,
+            status: 0,
+            body_bytes: 0,
+            log_headers: None,
         }
     }
 
@@ -119,6 +127,8 @@ impl<'a> Responder<'a> {
             _ => {
                 self.body.clear();
                 write_error(&mut self.out.buf, 500, "Internal Server Error", self.date);
+                self.status = 500;
+                self.body_bytes = "Internal Server Error\n".len() as u64;
                 self.state = State::Committed {
                     framing: ResponseFraming::NoBody,
                     app_len: None,
@@ -204,6 +214,7 @@ impl<'a> Responder<'a> {
             }
         }
         *sent += data.len() as u64;
+        self.body_bytes += data.len() as u64;
         match framing {
             ResponseFraming::Chunked => write_chunk(&mut self.out.buf, data),
             _ => self.out.buf.extend_from_slice(data),
@@ -213,6 +224,14 @@ impl<'a> Responder<'a> {
 
 impl ResponseSink for Responder<'_> {
     fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool) {
+        self.status = status
+            .get(..3)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if let Some(log) = self.log_headers.as_mut() {
+            *log = headers.to_vec();
+        }
         let app_len = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))

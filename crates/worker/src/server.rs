@@ -20,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::Write;
 
+use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Phase};
 use crate::responder::{RequestInfo, Responder};
 
@@ -69,6 +70,9 @@ pub struct Server<'py> {
     /// Ask the master for a replacement after this many requests.
     max_requests: Option<u64>,
     served: u64,
+    access: AccessLog,
+    /// `--error-logfile`: reopened on USR1 like the access log.
+    error_log: Option<String>,
 }
 
 impl<'py> Server<'py> {
@@ -83,6 +87,8 @@ impl<'py> Server<'py> {
         slot: usize,
         status: std::fs::File,
         max_requests: Option<u64>,
+        access: AccessLog,
+        error_log: Option<String>,
     ) -> io::Result<Server<'py>> {
         let poll = Poll::new()?;
         poll.registry().register(
@@ -118,6 +124,8 @@ impl<'py> Server<'py> {
             status,
             max_requests,
             served: 0,
+            access,
+            error_log,
         })
     }
 
@@ -166,6 +174,7 @@ impl<'py> Server<'py> {
                     self.accept(i);
                 }
             }
+            self.access.flush();
             if self.last_sweep.elapsed() >= SWEEP {
                 self.sweep();
             }
@@ -176,8 +185,21 @@ impl<'py> Server<'py> {
         for d in self.signals.drain() {
             match d.signal {
                 Signal::SIGTERM => self.begin_stop("SIGTERM"),
+                Signal::SIGUSR1 => self.reopen_logs(),
                 // HUP, USR2, TTIN, TTOU and WINCH are the master's business.
                 other => debug!("worker ignores {}", other.as_str()),
+            }
+        }
+    }
+
+    /// USR1 (forwarded by the master): reopen the log files, e.g. after logrotate.
+    fn reopen_logs(&mut self) {
+        if let Err(e) = self.access.reopen() {
+            error!("cannot reopen the access log: {e}");
+        }
+        if let Some(path) = &self.error_log {
+            if let Err(e) = ferricorn_log::redirect_stderr(path) {
+                error!("cannot reopen the error log {path}: {e}");
             }
         }
     }
@@ -394,12 +416,17 @@ impl<'py> Server<'py> {
                     };
                     // A stop that arrived while the app ran still closes this connection.
                     let stopping = self.stopping || self.signals.is_pending(Signal::SIGTERM);
-                    let (app, date, scratch, signals) =
-                        (&mut self.app, &self.date, &mut self.scratch, &self.signals);
-                    let slot = self.board.slot(self.slot);
-                    dispatch(
-                        self.py, app, conn, date, scratch, stopping, end, signals, slot,
-                    );
+                    let ctx = Ctx {
+                        py: self.py,
+                        app: &mut self.app,
+                        date: &self.date,
+                        scratch: &mut self.scratch,
+                        stopping,
+                        signals: &self.signals,
+                        slot: self.board.slot(self.slot),
+                        access: &mut self.access,
+                    };
+                    dispatch(ctx, conn, end);
                     self.count_request();
                 }
             }
@@ -508,19 +535,31 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
     }
 }
 
-/// Call the app for the complete request at the front of the input.
-#[allow(clippy::too_many_arguments)]
-fn dispatch(
-    py: Python<'_>,
-    app: &mut App,
-    conn: &mut Conn,
-    date: &HttpDate,
-    scratch: &mut Vec<u8>,
+/// What a request's dispatch needs from the worker besides the connection.
+struct Ctx<'a, 'py> {
+    py: Python<'py>,
+    app: &'a mut App,
+    date: &'a HttpDate,
+    scratch: &'a mut Vec<u8>,
     stopping: bool,
-    end: usize,
-    signals: &SelfPipe,
-    slot: Option<&Slot>,
-) {
+    signals: &'a SelfPipe,
+    slot: Option<&'a Slot>,
+    access: &'a mut AccessLog,
+}
+
+/// Call the app for the complete request at the front of the input.
+fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
+    let Ctx {
+        py,
+        app,
+        date,
+        scratch,
+        stopping,
+        signals,
+        slot,
+        access,
+    } = ctx;
+    let started = Instant::now();
     let bytes = conn.inbuf.bytes();
     let head = &conn.head;
     let headers: Vec<(&[u8], &[u8])> = head
@@ -550,6 +589,9 @@ fn dispatch(
         keep_alive: head.keep_alive && !stopping,
     };
     let mut responder = Responder::new(&mut conn.out, &mut conn.sock, date, scratch, info);
+    if access.wants_response_headers() {
+        responder.log_headers = Some(Vec::new());
+    }
     let mut client_gone = false;
     if let Some(slot) = slot {
         slot.enter_request(method, target);
@@ -586,6 +628,19 @@ fn dispatch(
         );
     }
     let keep_alive = responder.keep_alive && !client_gone;
+    if access.enabled() {
+        access.record(&Entry {
+            peer: req.peer,
+            method,
+            target,
+            minor_version: req.minor_version,
+            request_headers: &headers,
+            status: responder.status,
+            response_headers: responder.log_headers.as_deref().unwrap_or(&[]),
+            body_bytes: responder.body_bytes,
+            elapsed: started.elapsed(),
+        });
+    }
     drop(responder);
     conn.inbuf.consume(end);
     conn.reset_request();

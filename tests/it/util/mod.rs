@@ -342,6 +342,17 @@ impl Server {
             })
     }
 
+    /// Wait for a line on stdout (the access log with `--access-logfile -`).
+    pub fn wait_stdout(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        self.stdout.wait_for(&pred, 1, timeout).unwrap_or_else(|| {
+            panic!(
+                "expected stdout line did not appear within {timeout:?}; stdout:\n{}\nlog:\n{}",
+                self.stdout(),
+                self.log()
+            )
+        })
+    }
+
     pub fn try_wait_log(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
         self.stderr.wait_for(&pred, 1, timeout)
     }

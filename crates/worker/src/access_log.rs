@@ -1,0 +1,357 @@
+//! The access log: one line per response in gunicorn's `--access-logformat`.
+//!
+//! Writing never blocks a request indefinitely: lines are queued in memory and
+//! written when the destination can take them (checked with a zero-timeout
+//! `poll`), at most [`MAX_QUEUED`] bytes are kept, and what had to be dropped is
+//! counted and reported.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// gunicorn's default format.
+pub const DEFAULT_FORMAT: &str = r#"%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#;
+const MAX_QUEUED: usize = 1 << 20;
+/// A pipe takes this much without blocking once poll says it is writable.
+const PIPE_BUF: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Atom {
+    Text(String),
+    /// h l u t r m U q H s B b f a T M D L p
+    Var(char),
+    RequestHeader(String),
+    ResponseHeader(String),
+    Environ(String),
+}
+
+/// What one log line is made of.
+pub struct Entry<'a> {
+    pub peer: SocketAddr,
+    pub method: &'a [u8],
+    pub target: &'a [u8],
+    pub minor_version: u8,
+    pub request_headers: &'a [(&'a [u8], &'a [u8])],
+    pub status: u16,
+    pub response_headers: &'a [(Vec<u8>, Vec<u8>)],
+    pub body_bytes: u64,
+    pub elapsed: Duration,
+}
+
+pub struct AccessLog {
+    path: Option<String>,
+    out: Option<File>,
+    format: Vec<Atom>,
+    queue: Vec<u8>,
+    dropped: u64,
+    pid: u32,
+}
+
+/// Parse gunicorn's `%(name)s` format. Unknown names are kept as text, as
+/// Python's `%` formatting with a dict of known atoms would fail instead; a typo
+/// then shows in the log rather than stopping the server.
+fn parse_format(format: &str) -> Vec<Atom> {
+    let mut atoms = Vec::new();
+    let mut text = String::new();
+    let mut rest = format;
+    while let Some(i) = rest.find("%(") {
+        text.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find(")s") else {
+            text.push_str(&rest[i..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        let atom = if let Some(h) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}i")) {
+            Some(Atom::RequestHeader(h.to_ascii_lowercase()))
+        } else if let Some(h) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}o")) {
+            Some(Atom::ResponseHeader(h.to_ascii_lowercase()))
+        } else if let Some(v) = name.strip_prefix('{').and_then(|n| n.strip_suffix("}e")) {
+            Some(Atom::Environ(v.to_string()))
+        } else if name.len() == 1 && "hlutrmUqHsBbfaTMDLp".contains(name) {
+            name.chars().next().map(Atom::Var)
+        } else {
+            None
+        };
+        match atom {
+            Some(a) => {
+                if !text.is_empty() {
+                    atoms.push(Atom::Text(std::mem::take(&mut text)));
+                }
+                atoms.push(a);
+            }
+            None => text.push_str(&rest[i..i + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        atoms.push(Atom::Text(text));
+    }
+    atoms
+}
+
+impl AccessLog {
+    /// `target`: None (off), `-` (stdout) or a file path (appended to).
+    pub fn open(target: Option<&str>, format: &str) -> io::Result<AccessLog> {
+        let mut log = AccessLog {
+            path: target.map(str::to_string),
+            out: None,
+            format: parse_format(format),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: std::process::id(),
+        };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Whether lines need the response headers (`%({name})o` atoms).
+    pub fn wants_response_headers(&self) -> bool {
+        self.format
+            .iter()
+            .any(|a| matches!(a, Atom::ResponseHeader(_)))
+    }
+
+    /// USR1: open the file again (after logrotate moved it).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.out = match self.path.as_deref() {
+            None => None,
+            Some("-") => Some(File::from(io::stdout().as_fd().try_clone_to_owned()?)),
+            Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
+        };
+        Ok(())
+    }
+
+    pub fn record(&mut self, e: &Entry<'_>) {
+        if self.out.is_none() {
+            return;
+        }
+        let line = self.format_line(e);
+        if self.queue.len() + line.len() > MAX_QUEUED {
+            self.dropped += 1;
+            return;
+        }
+        self.queue.extend_from_slice(line.as_bytes());
+        self.flush();
+    }
+
+    /// Write what the destination takes now, without waiting.
+    pub fn flush(&mut self) {
+        let Some(out) = self.out.as_mut() else { return };
+        if self.dropped > 0 && self.queue.len() < MAX_QUEUED / 2 {
+            let note = format!(
+                "[ferricorn] {} access log lines were dropped: the access log was not being read\n",
+                self.dropped
+            );
+            self.queue.extend_from_slice(note.as_bytes());
+            self.dropped = 0;
+        }
+        while !self.queue.is_empty() {
+            let mut fds = [PollFd::new(out.as_fd(), PollFlags::POLLOUT)];
+            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                return;
+            }
+            let n = self.queue.len().min(PIPE_BUF);
+            match out.write(&self.queue[..n]) {
+                Ok(0) => return,
+                Ok(written) => {
+                    self.queue.drain(..written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // Nowhere to write: drop rather than grow.
+                    self.queue.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn format_line(&self, e: &Entry<'_>) -> String {
+        let header = |list: &[(&[u8], &[u8])], name: &str| -> String {
+            list.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| "-".to_string())
+        };
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (path, query) = match e.target.iter().position(|&b| b == b'?') {
+            Some(i) => (&e.target[..i], &e.target[i + 1..]),
+            None => (e.target, &b""[..]),
+        };
+        let mut line = String::with_capacity(160);
+        for atom in &self.format {
+            match atom {
+                Atom::Text(t) => line.push_str(t),
+                Atom::Var('h') => line.push_str(&e.peer.ip().to_string()),
+                Atom::Var('l') => line.push('-'),
+                Atom::Var('u') => {
+                    line.push_str(&basic_auth_user(e.request_headers).unwrap_or_else(|| "-".into()))
+                }
+                Atom::Var('t') => line.push_str(
+                    &chrono::Local::now()
+                        .format("[%d/%b/%Y:%H:%M:%S %z]")
+                        .to_string(),
+                ),
+                Atom::Var('r') => line.push_str(&format!(
+                    "{} {} HTTP/1.{}",
+                    s(e.method),
+                    s(e.target),
+                    e.minor_version
+                )),
+                Atom::Var('m') => line.push_str(&s(e.method)),
+                Atom::Var('U') => line.push_str(&s(path)),
+                Atom::Var('q') => line.push_str(&s(query)),
+                Atom::Var('H') => line.push_str(&format!("HTTP/1.{}", e.minor_version)),
+                Atom::Var('s') => line.push_str(&e.status.to_string()),
+                Atom::Var('B') => line.push_str(&e.body_bytes.to_string()),
+                Atom::Var('b') => line.push_str(&if e.body_bytes == 0 {
+                    "-".to_string()
+                } else {
+                    e.body_bytes.to_string()
+                }),
+                Atom::Var('f') => line.push_str(&header(e.request_headers, "referer")),
+                Atom::Var('a') => line.push_str(&header(e.request_headers, "user-agent")),
+                Atom::Var('T') => line.push_str(&e.elapsed.as_secs().to_string()),
+                Atom::Var('M') => line.push_str(&e.elapsed.as_millis().to_string()),
+                Atom::Var('D') => line.push_str(&e.elapsed.as_micros().to_string()),
+                Atom::Var('L') => line.push_str(&format!("{:.6}", e.elapsed.as_secs_f64())),
+                Atom::Var('p') => line.push_str(&format!("<{}>", self.pid)),
+                Atom::Var(_) => line.push('-'),
+                Atom::RequestHeader(h) => line.push_str(&header(e.request_headers, h)),
+                Atom::ResponseHeader(h) => {
+                    let v = e
+                        .response_headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(h.as_bytes()))
+                        .map(|(_, v)| s(v));
+                    line.push_str(&v.unwrap_or_else(|| "-".into()));
+                }
+                Atom::Environ(v) => line.push_str(&std::env::var(v).unwrap_or_else(|_| "-".into())),
+            }
+        }
+        line.push('\n');
+        line
+    }
+}
+
+/// The user name of an `Authorization: Basic` header, as gunicorn's `u` atom.
+fn basic_auth_user(headers: &[(&[u8], &[u8])]) -> Option<String> {
+    let (_, v) = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"authorization"))?;
+    let v = std::str::from_utf8(v).ok()?;
+    let encoded = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?
+        .trim();
+    let decoded = base64_decode(encoded)?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(
+        text.split_once(':')
+            .map_or(text.clone(), |(u, _)| u.to_string()),
+    )
+}
+
+/// Standard base64, enough for a Basic credential (no dependency for 15 lines).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for &c in s.as_bytes().iter().filter(|&&c| c != b'=') {
+        acc = (acc << 6) | u32::from(value(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(headers: &'a [(&'a [u8], &'a [u8])], resp: &'a [(Vec<u8>, Vec<u8>)]) -> Entry<'a> {
+        Entry {
+            peer: "10.0.0.7:5555".parse().unwrap(),
+            method: b"GET",
+            target: b"/a/b?x=1",
+            minor_version: 1,
+            request_headers: headers,
+            status: 200,
+            response_headers: resp,
+            body_bytes: 14,
+            elapsed: Duration::from_micros(1500),
+        }
+    }
+
+    #[test]
+    fn default_format_matches_gunicorns_shape() {
+        let log = AccessLog {
+            path: None,
+            out: None,
+            format: parse_format(DEFAULT_FORMAT),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: 42,
+        };
+        let headers: &[(&[u8], &[u8])] = &[
+            (b"User-Agent", b"curl/8"),
+            (b"Referer", b"http://r/"),
+            (b"Authorization", b"Basic YWxpY2U6c2VjcmV0"),
+        ];
+        let line = log.format_line(&entry(headers, &[]));
+        let (before, after) = line.split_once(" [").unwrap();
+        assert_eq!(before, "10.0.0.7 - alice");
+        let after = after.split_once("] ").unwrap().1;
+        assert_eq!(
+            after,
+            "\"GET /a/b?x=1 HTTP/1.1\" 200 14 \"http://r/\" \"curl/8\"\n"
+        );
+    }
+
+    #[test]
+    fn every_atom() {
+        let fmt = "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%(M)s|%(D)s|%(L)s|%(p)s|%({x-id}i)s|%({content-type}o)s|%(zz)s|%(";
+        let log = AccessLog {
+            path: None,
+            out: None,
+            format: parse_format(fmt),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: 42,
+        };
+        let headers: &[(&[u8], &[u8])] = &[(b"X-Id", b"abc")];
+        let resp = vec![(b"Content-Type".to_vec(), b"text/plain".to_vec())];
+        let line = log.format_line(&entry(headers, &resp));
+        assert_eq!(
+            line,
+            "GET|/a/b|x=1|HTTP/1.1|200|14|14|1|1500|0.001500|<42>|abc|text/plain|%(zz)s|%(\n"
+        );
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("YWxpY2U6c2VjcmV0").unwrap(), b"alice:secret");
+        assert!(base64_decode("!!").is_none());
+    }
+}
