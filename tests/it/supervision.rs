@@ -447,7 +447,7 @@ fn usr1_and_winch_to_the_master_keep_it_serving() {
     let server = ServerBuilder::new("basic:app").start();
     server.signal(Signal::SIGUSR1);
     server.wait_log(
-        |l| l.contains("Handling signal: usr1") && l.contains("no log files to reopen"),
+        |l| l.contains("Handling signal: usr1") && l.contains("reopening log files"),
         Duration::from_secs(5),
     );
     server.signal(Signal::SIGWINCH);
