@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let (check, print) = (cli.check_config || cli.print_config, cli.print_config);
     let config = match Config::resolve(cli, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -62,11 +63,52 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         log::warn!("{w}");
     }
+    if print {
+        for (name, value, source) in &config.resolved {
+            println!("{name} = {value}  # {source}");
+        }
+    }
+    if check {
+        return ExitCode::from(check_app(&config));
+    }
     // -e KEY=VALUE: the master is single-threaded here, and workers inherit it.
     for (k, v) in &config.raw_env {
         std::env::set_var(k, v);
     }
     exit_with(serve(&config))
+}
+
+/// `--check-config`: the configuration is valid (or we would not be here); now
+/// import the app as a worker would. This process exits right after, so the import
+/// happens here rather than in a forked child.
+fn check_app(config: &Config) -> u8 {
+    if let Some(dir) = &config.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("Error: invalid value `{}` for `chdir`: {e}", dir.display());
+            return exit_code::CONFIG_ERROR;
+        }
+    }
+    let app_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let options = ferricorn_wsgi::PythonOptions {
+        app_dir,
+        pythonpath: config.pythonpath.clone(),
+    };
+    if let Err(e) = ferricorn_wsgi::initialize(&options) {
+        error!("Worker failed to boot: {e}");
+        return exit_code::WORKER_BOOT_FAILED;
+    }
+    ferricorn_wsgi::Python::attach(|py| {
+        match ferricorn_wsgi::App::load(py, &config.app, config.workers > 1) {
+            Ok(_) => {
+                info!("Configuration and app `{}` are OK", config.app);
+                0
+            }
+            Err(e) => {
+                error!("App failed to load: {}", e.message);
+                exit_code::APP_LOAD_FAILED
+            }
+        }
+    })
 }
 
 /// The effective signal table as markdown (docs/signals.md embeds the default one;

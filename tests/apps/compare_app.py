@@ -4,18 +4,23 @@ Standard library only, so every server loads exactly the same thing.
 """
 
 import os
-import sys
 import time
+
+
+def say(line):
+    """One line to stderr in one write(2), so workers' lines never interleave."""
+    os.write(2, f"{line}\n".encode())
+
 
 # tests/it/compare.rs counts these lines to know every worker has loaded the app
 # (gunicorn's workers install their signal handlers just before loading it).
-print(f"compare: app loaded in {os.getpid()}", file=sys.stderr, flush=True)
+say(f"compare: app loaded in {os.getpid()}")
 
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":
         # tests/it/compare.rs waits for this line to know the request is in flight.
-        print(f"compare: slow request started in {os.getpid()}", file=sys.stderr, flush=True)
+        say(f"compare: slow request started in {os.getpid()}")
         time.sleep(2)
         body = b"slow done"
     elif environ["PATH_INFO"] == "/":

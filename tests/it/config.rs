@@ -340,3 +340,93 @@ fn error_log_file_gets_the_log_and_app_tracebacks() {
         server.log()
     );
 }
+
+#[test]
+fn docs_configuration_md_lists_every_setting() {
+    let doc =
+        std::fs::read_to_string(crate::util::repo_dir().join("docs/configuration.md")).unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .args([
+            "--print-config",
+            "--chdir",
+            apps_dir().to_str().unwrap(),
+            "basic:app",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.split(" = ").next())
+        .collect();
+    assert!(names.len() > 20, "{printed}");
+    for name in names {
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "docs/configuration.md does not list `{name}`"
+        );
+        assert!(
+            doc.contains(&format!("FERRICORN_{}", name.to_ascii_uppercase())),
+            "docs/configuration.md does not name FERRICORN_{}",
+            name.to_ascii_uppercase()
+        );
+    }
+}
+
+#[test]
+fn print_config_names_each_source_and_check_config_imports_the_app() {
+    let dir = scratch("print-config");
+    let file = dir.join("ferricorn.toml");
+    std::fs::write(&file, "# app settings\ntimeout = 12\n").unwrap();
+    let out = std::process::Command::new(crate::util::BIN)
+        .args([
+            "--print-config",
+            "-c",
+            file.to_str().unwrap(),
+            "--chdir",
+            apps_dir().to_str().unwrap(),
+            "-w",
+            "2",
+            "basic:app",
+        ])
+        .env("FERRICORN_BACKLOG", "64")
+        .env_remove("PORT")
+        .env_remove("WEB_CONCURRENCY")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("timeout = 12  # {}:2", file.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("backlog = 64  # environment variable FERRICORN_BACKLOG"),
+        "{text}"
+    );
+    assert!(text.contains("workers = \"2\"  # --workers"), "{text}");
+    assert!(text.contains("graceful_timeout = 25  # default"), "{text}");
+
+    let check = |app: &str| {
+        std::process::Command::new(crate::util::BIN)
+            .args([
+                "--check-config",
+                "--chdir",
+                apps_dir().to_str().unwrap(),
+                app,
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(check("basic:app").status.code(), Some(0));
+    let bad = check("broken_import:app");
+    assert_eq!(bad.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("App failed to load: ModuleNotFoundError")
+    );
+}

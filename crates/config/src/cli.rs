@@ -139,6 +139,14 @@ pub struct Cli {
     )]
     pub limit_request_field_size: Option<u64>,
 
+    /// Load the configuration and import the app, then exit: 0 if both work, 1 for a bad setting, 4 if the app does not load.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Print every resolved setting and where its value came from, then check as --check-config does.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+
     /// Set an environment variable for the master and workers (KEY=VALUE). Repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,

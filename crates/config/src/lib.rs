@@ -61,6 +61,8 @@ pub struct Config {
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
+    /// Every setting as resolved, with its source, for `--print-config`.
+    pub resolved: Vec<(String, String, Source)>,
     /// `-e KEY=VALUE`: set in the master (and so in every worker) at start.
     pub raw_env: Vec<(String, String)>,
 }
@@ -108,6 +110,7 @@ impl Config {
                 }
             }
         }
+        let resolved = resolved_table(&merged, env);
         let mut raw_env = Vec::new();
         for kv in cli.env.iter() {
             let (k, v) = kv
@@ -252,6 +255,7 @@ impl Config {
             log_level,
             warnings,
             raw_env,
+            resolved,
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),
@@ -272,6 +276,62 @@ impl Config {
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
         })
+    }
+}
+
+/// `(setting, value, source)` for every setting: what the sources gave, or the
+/// default (PORT and WEB_CONCURRENCY count as defaults, as in gunicorn).
+fn resolved_table(merged: &load::Merged, env: &dyn Env) -> Vec<(String, String, Source)> {
+    let given = figment::value::Value::serialize(&merged.settings)
+        .ok()
+        .and_then(|v| v.into_dict())
+        .unwrap_or_default();
+    NAMES
+        .iter()
+        .map(|name| {
+            if let Some(v) = given.get(*name) {
+                return (name.to_string(), value_text(v), merged.origin(name));
+            }
+            let (value, source) = match *name {
+                "bind" => match env.var("PORT") {
+                    Some(p) => (format!("[\"0.0.0.0:{p}\"]"), Source::Env("PORT".into())),
+                    None => ("[\"127.0.0.1:8000\"]".into(), Source::Default),
+                },
+                "workers" => match env.var("WEB_CONCURRENCY") {
+                    Some(w) => (w, Source::Env("WEB_CONCURRENCY".into())),
+                    None => ("1".into(), Source::Default),
+                },
+                other => (settings::default_text(other).to_string(), Source::Default),
+            };
+            (name.to_string(), value, source)
+        })
+        .collect()
+}
+
+fn value_text(v: &figment::value::Value) -> String {
+    use figment::value::Value;
+    match v {
+        Value::String(_, s) => format!("{s:?}"),
+        Value::Array(_, items) => format!(
+            "[{}]",
+            items.iter().map(value_text).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Num(_, n) => match (n.to_u128(), n.to_i128(), n.to_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (None, Some(i), _) => i.to_string(),
+            (None, None, Some(f)) => f.to_string(),
+            (None, None, None) => "?".into(),
+        },
+        Value::Bool(_, b) => b.to_string(),
+        Value::Char(_, c) => c.to_string(),
+        Value::Dict(_, d) => format!(
+            "{{{}}}",
+            d.iter()
+                .map(|(k, v)| format!("{k} = {}", value_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Empty(_, _) => "none".into(),
     }
 }
 

@@ -143,3 +143,31 @@ fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
         Form::Table(t) => t.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
     }))
 }
+
+/// The default of a setting as `--print-config` shows it.
+pub fn default_text(name: &str) -> &'static str {
+    match name {
+        "wsgi_app" => "none",
+        "backlog" => "2048",
+        "timeout" => "30",
+        "boot_deadline" => "60",
+        "max_requests" | "max_requests_jitter" => "0",
+        "signal_preset" => "\"ferricorn\"",
+        "on_signal" => "[]",
+        "graceful_timeout" => "25",
+        "keepalive" => "100",
+        "term_exit" | "int_exit" | "quit_exit" => "\"signal\"",
+        "chdir" => "the start directory",
+        "pythonpath" | "pidfile" | "user" | "group" | "umask" | "accesslog" => "none",
+        "access_log_format" => {
+            r#""%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"""#
+        }
+        "errorlog" => "\"-\"",
+        "loglevel" => "\"info\"",
+        "worker_connections" => "1000",
+        "limit_request_line" => "4094",
+        "limit_request_fields" => "100",
+        "limit_request_field_size" => "8190",
+        _ => "?",
+    }
+}
