@@ -248,25 +248,7 @@ impl ServerBuilder {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("ferricorn binary starts");
-        let pid = child.id() as i32;
-        let stderr = Arc::new(Lines::default());
-        let stdout = Arc::new(Lines::default());
-        stderr.collect(child.stderr.take().expect("piped stderr"));
-        stdout.collect(child.stdout.take().expect("piped stdout"));
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        Server {
-            pid,
-            stderr,
-            stdout,
-            exit: rx,
-            status: None,
-            addr: None,
-            workers: self.workers,
-        }
+        spawn_command(cmd, self.workers)
     }
 
     /// Start with no APP_MODULE argument (the config file names the app).
@@ -274,7 +256,33 @@ impl ServerBuilder {
         self.args.retain(|a| !a.is_empty());
         self.start()
     }
+}
 
+/// Spawn any command (already in its own process group, stdio piped) as a
+/// [`Server`] handle: its output collected, its exit awaited, killed on drop.
+pub fn spawn_command(mut cmd: Command, workers: usize) -> Server {
+    let mut child = cmd.spawn().expect("the command starts");
+    let pid = child.id() as i32;
+    let stderr = Arc::new(Lines::default());
+    let stdout = Arc::new(Lines::default());
+    stderr.collect(child.stderr.take().expect("piped stderr"));
+    stdout.collect(child.stdout.take().expect("piped stdout"));
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    Server {
+        pid,
+        stderr,
+        stdout,
+        exit: rx,
+        status: None,
+        addr: None,
+        workers,
+    }
+}
+
+impl ServerBuilder {
     /// Start and wait until it listens and every worker is ready.
     pub fn start(self) -> Server {
         let mut server = self.spawn();
