@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         }
     };
     let (check, print) = (cli.check_config || cli.print_config, cli.print_config);
-    let config = match Config::resolve(cli, &ProcessEnv) {
+    let config = match Config::resolve(cli, &process_env()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -76,6 +76,20 @@ fn main() -> ExitCode {
         std::env::set_var(k, v);
     }
     exit_with(serve(&config))
+}
+
+/// The environment, with the Python a gunicorn.conf.py is read with: the active
+/// virtualenv's (so its imports work as in the app), else the build interpreter.
+fn process_env() -> ProcessEnv {
+    let venv = std::env::var_os("VIRTUAL_ENV")
+        .filter(|v| !v.is_empty())
+        .map(|v| PathBuf::from(v).join("bin/python"));
+    let python = venv
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(ferricorn_wsgi::BUILD_PYTHON));
+    ProcessEnv {
+        python: Some(python),
+    }
 }
 
 /// `--check-config`: the configuration is valid (or we would not be here); now
@@ -237,7 +251,7 @@ fn serve(config: &Config) -> Exit {
         std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
         let result = Cli::try_parse_from(&args)
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
-            .and_then(|cli| Config::resolve(cli, &ProcessEnv).map_err(|e| e.to_string()));
+            .and_then(|cli| Config::resolve(cli, &process_env()).map_err(|e| e.to_string()));
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
         result
     };

@@ -82,14 +82,51 @@ fn a_bad_config_file_is_one_line_naming_file_and_line_before_binding() {
 }
 
 #[test]
-fn a_gunicorn_conf_py_is_reported_not_silently_ignored() {
+fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
     let dir = scratch("gunicorn-conf");
-    std::fs::write(dir.join("gunicorn.conf.py"), "workers = 4\n").unwrap();
-    let server = ServerBuilder::new("basic:app").cwd(&dir).start();
-    server.wait_log(
-        |l| l.contains("[WARNING] ./gunicorn.conf.py is not read"),
-        T,
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        "import multiprocessing\n\nbind = '127.0.0.1:0'\nworkers = 1 + 1\naccesslog = '-'\nraw_env = ['FROM_CONF=yes']\npreload_app = True\nhelper = 'not a setting'\n\n\ndef post_fork(server, worker):\n    pass\n",
+    )
+    .unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_default_bind()
+        .no_workers_flag()
+        .workers(2)
+        .cwd(&dir)
+        .start();
+    let log = server.log();
+    assert_eq!(log.matches("Booting worker").count(), 2, "{log}");
+    assert!(
+        log.contains("preload_app (from gunicorn.conf.py:7) is ignored"),
+        "{log}"
     );
+    assert!(
+        log.contains("server hook `post_fork` in gunicorn.conf.py is not run"),
+        "{log}"
+    );
+    assert_eq!(
+        http::get(server.addr(), "/osenv?FROM_CONF").unwrap().text(),
+        "yes"
+    );
+    server.wait_stdout(|l| l.contains("\"GET /osenv?FROM_CONF HTTP/1.1\" 200"), T);
+}
+
+#[test]
+fn a_gunicorn_conf_py_that_raises_or_asks_for_another_worker_is_one_line() {
+    let dir = scratch("gunicorn-conf-bad");
+    for (text, want) in [
+        ("workers = 2\nbind = undefined_name\n", "for `config` (from --config): it raised NameError: name 'undefined_name' is not defined (line 2)"),
+        ("worker_class = 'gevent'\n", "invalid value `gevent` for `worker_class` (from "),
+    ] {
+        let file = dir.join("gunicorn.conf.py");
+        std::fs::write(&file, text).unwrap();
+        let mut server = ServerBuilder::new("basic:app").args(&["-c", file.to_str().unwrap()]).spawn();
+        assert_eq!(server.wait_exit(T).code(), Some(1), "{}", server.log());
+        let log = server.log();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains(want), "{log}");
+    }
 }
 
 #[test]

@@ -185,6 +185,7 @@ impl Cli {
             accesslog: self.access_logfile.clone(),
             access_log_format: self.access_logformat.clone(),
             errorlog: self.error_logfile.clone(),
+            raw_env: (!self.env.is_empty()).then(|| self.env.clone()),
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,

@@ -11,6 +11,7 @@ mod bind;
 mod cli;
 mod error;
 mod load;
+mod pyconf;
 mod settings;
 
 use std::path::PathBuf;
@@ -71,11 +72,23 @@ pub struct Config {
 /// a fixed list in tests).
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The Python that runs a gunicorn.conf.py (the one ferricorn serves with).
+    fn python(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
-pub struct ProcessEnv;
+/// The real environment, and the Python to read gunicorn.conf.py files with.
+pub struct ProcessEnv {
+    pub python: Option<PathBuf>,
+}
 
 impl Env for ProcessEnv {
+    fn python(&self) -> Option<PathBuf> {
+        self.python.clone()
+    }
+
     fn var(&self, name: &str) -> Option<String> {
         std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
     }
@@ -112,7 +125,9 @@ impl Config {
         }
         let resolved = resolved_table(&merged, env);
         let mut raw_env = Vec::new();
-        for kv in cli.env.iter() {
+        // The -e flags are part of the command line layer, so they are in `raw_env`
+        // already, unless a config file gave raw_env and the command line none.
+        for kv in merged.settings.raw_env.iter().flatten() {
             let (k, v) = kv
                 .split_once('=')
                 .filter(|(k, _)| !k.is_empty())
@@ -556,7 +571,7 @@ mod tests {
             (vec!["-c", &typo_file, "app"], vec![], format!("invalid value `wokers` for `wokers` (from {typo_file}:2): unknown setting")),
             (vec!["-c", &broken_file, "app"], vec![], format!("invalid value `{broken_file}` for `config` (from --config): not valid TOML")),
             (vec!["-c", "/nonexistent/ferricorn.toml", "app"], vec![], "invalid value `/nonexistent/ferricorn.toml` for `config` (from --config): No such file".into()),
-            (vec!["-c", "gunicorn.conf.py", "app"], vec![], "invalid value `gunicorn.conf.py` for `config` (from --config): Python config files".into()),
+            (vec!["-c", "/nonexistent/gunicorn.conf.py", "app"], vec![], "invalid value `/nonexistent/gunicorn.conf.py` for `config` (from --config): No such file".into()),
             (vec!["--on-signal", "KILL=ignore", "app"], vec![], "invalid value `KILL=ignore` for `on_signal` (from --on-signal)".into()),
         ];
         for (args, env, want) in cases {

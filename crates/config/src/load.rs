@@ -14,6 +14,7 @@ use crate::{Cli, ConfigError, Env, Source};
 
 const CLI_LAYER: &str = "command line";
 const ENV_LAYER: &str = "environment";
+const PY_LAYER: &str = "python config file ";
 
 /// The merged settings and where each came from.
 pub struct Merged {
@@ -103,7 +104,7 @@ fn cmd_args(var: &str, env: &dyn Env) -> Result<Option<Cli>, ConfigError> {
 pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
     let gunicorn_args = cmd_args("GUNICORN_CMD_ARGS", env)?;
     let ferricorn_args = cmd_args("FERRICORN_CMD_ARGS", env)?;
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
 
     // Which config file: -c, else -c inside the CMD_ARGS, else ./ferricorn.toml.
     let chosen = cli
@@ -127,18 +128,46 @@ pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
                 .exists()
                 .then(|| (PathBuf::from("ferricorn.toml"), Source::Default))
         });
-    if chosen.is_none() && Path::new("gunicorn.conf.py").exists() {
-        warnings.push("./gunicorn.conf.py is not read: ferricorn does not run Python config files yet; put its settings in ferricorn.toml (same names)".into());
-    }
+    // As gunicorn: ./gunicorn.conf.py when no other config file was named.
+    let chosen = chosen.or_else(|| {
+        Path::new("gunicorn.conf.py")
+            .exists()
+            .then(|| (PathBuf::from("gunicorn.conf.py"), Source::Default))
+    });
     let mut figment = Figment::new();
     let mut file = None;
     if let Some((path, origin)) = chosen {
         let shown = path.display().to_string();
-        if path.extension().is_some_and(|e| e == "py") {
-            return Err(ConfigError::new("config", shown, origin, "Python config files (gunicorn.conf.py) are not supported yet; write the same settings in a TOML file"));
-        }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ConfigError::new("config", &shown, origin.clone(), e.to_string()))?;
+        if path.extension().is_some_and(|e| e == "py") {
+            let python = env.python().ok_or_else(|| {
+                ConfigError::new(
+                    "config",
+                    &shown,
+                    origin.clone(),
+                    "no Python to read it with",
+                )
+            })?;
+            let conf = crate::pyconf::read(&path, &python, NAMES, &origin, &text)?;
+            warnings.extend(conf.warnings);
+            for hook in &conf.hooks {
+                warnings.push(format!("server hook `{hook}` in {shown} is not run: ferricorn does not run gunicorn server hooks yet"));
+            }
+            figment = figment.merge(Layer {
+                name: format!("{PY_LAYER}{shown}"),
+                data: conf.settings,
+            });
+            return finish(
+                figment,
+                Some((path, text)),
+                warnings,
+                cli,
+                env,
+                gunicorn_args,
+                ferricorn_args,
+            );
+        }
         // Syntax errors first, so the message names the file (it carries the line).
         if let Err(e) = Toml::string(&text).data() {
             let msg = e.to_string().replace('\n', " ");
@@ -152,6 +181,27 @@ pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
         figment = figment.merge(Toml::file(&path));
         file = Some((path, text));
     }
+    finish(
+        figment,
+        file,
+        warnings,
+        cli,
+        env,
+        gunicorn_args,
+        ferricorn_args,
+    )
+}
+
+/// The layers above the config file, then the merge itself.
+fn finish(
+    mut figment: Figment,
+    file: Option<(PathBuf, String)>,
+    warnings: Vec<String>,
+    cli: &Cli,
+    env: &dyn Env,
+    gunicorn_args: Option<Cli>,
+    ferricorn_args: Option<Cli>,
+) -> Result<Merged, ConfigError> {
     figment = figment.merge(env_layer(env));
     for (name, c) in [
         ("GUNICORN_CMD_ARGS", &gunicorn_args),
@@ -237,7 +287,7 @@ impl Merged {
 }
 
 /// The 1-based line where a TOML file sets `key` (`key = …` or `[key]`).
-fn line_of(text: &str, key: &str) -> Option<usize> {
+pub(crate) fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
@@ -277,6 +327,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "accesslog" => "--access-logfile",
         "access_log_format" => "--access-logformat",
         "errorlog" => "--error-logfile",
+        "raw_env" => "--env",
         "limit_request_line" => "--limit-request-line",
         "limit_request_fields" => "--limit-request-fields",
         "limit_request_field_size" => "--limit-request-field_size",

@@ -84,6 +84,9 @@ pub struct Settings {
     pub access_log_format: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errorlog: Option<String>,
+    /// `KEY=VALUE` entries, as gunicorn's `raw_env` (the `-e` flag adds to them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_env: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +123,7 @@ pub const NAMES: &[&str] = &[
     "accesslog",
     "access_log_format",
     "errorlog",
+    "raw_env",
     "limit_request_line",
     "limit_request_fields",
     "limit_request_field_size",
@@ -163,6 +167,7 @@ pub fn default_text(name: &str) -> &'static str {
             r#""%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"""#
         }
         "errorlog" => "\"-\"",
+        "raw_env" => "[]",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "limit_request_line" => "4094",
