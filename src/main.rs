@@ -78,6 +78,38 @@ fn main() -> ExitCode {
     exit_with(serve(&config))
 }
 
+/// gunicorn hooks that run in the master's moments (in a child Python).
+const MASTER_HOOKS: [&str; 3] = ["on_starting", "when_ready", "on_exit"];
+
+/// Run a master hook of the gunicorn.conf.py, if it defines one, in a child Python
+/// process: the master itself runs no Python. Its output goes to the error log.
+fn master_hook(config: &Config, name: &str) {
+    let Some((file, names)) = &config.hooks else {
+        return;
+    };
+    if !names.iter().any(|n| n == name) {
+        return;
+    }
+    let Some(python) = process_env().python else {
+        return;
+    };
+    let script = format!("{}\nimport sys\nrun_master_hook(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))\n", ferricorn_wsgi::HOOKS_PY);
+    let status = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(file)
+        .arg(name)
+        .arg(std::process::id().to_string())
+        .arg(config.workers.to_string())
+        .stdin(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => error!("the {name} hook in {} failed ({s})", file.display()),
+        Err(e) => error!("cannot run the {name} hook in {}: {e}", file.display()),
+    }
+}
+
 /// The environment, with the Python a gunicorn.conf.py is read with: the active
 /// virtualenv's (so its imports work as in the app), else the build interpreter.
 fn process_env() -> ProcessEnv {
@@ -150,6 +182,7 @@ fn signal_table(policy: &ferricorn_signals::Policy) -> String {
 }
 
 fn serve(config: &Config) -> Exit {
+    master_hook(config, "on_starting");
     // Before --chdir: an upgrade re-executes from where the user started us.
     let start = ferricorn_master::StartInfo::capture().ok();
     let inherited = match ferricorn_master::take_inherited() {
@@ -202,6 +235,7 @@ fn serve(config: &Config) -> Exit {
         info!("Listening at: http://{} ({master_pid})", l.addr);
     }
     info!("Using worker: sync");
+    master_hook(config, "when_ready");
     let start_dir = start
         .as_ref()
         .map(|s| s.cwd.clone())
@@ -232,6 +266,14 @@ fn serve(config: &Config) -> Exit {
         access_log: config.access_log.clone(),
         access_log_format: config.access_log_format.clone(),
         error_log: config.error_log.clone(),
+        hooks: config.hooks.clone().map(|(file, names)| {
+            let worker_side = names
+                .into_iter()
+                .filter(|n| !MASTER_HOOKS.contains(&n.as_str()))
+                .collect();
+            (file, worker_side)
+        }),
+        workers: config.workers,
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);
@@ -266,5 +308,6 @@ fn serve(config: &Config) -> Exit {
     if let Some(p) = pidfile {
         p.remove();
     }
+    master_hook(config, "on_exit");
     exit
 }

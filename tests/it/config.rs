@@ -101,10 +101,6 @@ fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
         log.contains("preload_app (from gunicorn.conf.py:7) is ignored"),
         "{log}"
     );
-    assert!(
-        log.contains("server hook `post_fork` in gunicorn.conf.py is not run"),
-        "{log}"
-    );
     assert_eq!(
         http::get(server.addr(), "/osenv?FROM_CONF").unwrap().text(),
         "yes"
@@ -465,5 +461,87 @@ fn print_config_names_each_source_and_check_config_imports_the_app() {
     assert_eq!(bad.status.code(), Some(4));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("App failed to load: ModuleNotFoundError")
+    );
+}
+
+#[test]
+fn gunicorn_conf_py_server_hooks_run_at_their_moments() {
+    let dir = scratch("gunicorn-hooks");
+    let marks = dir.join("marks.txt");
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        format!(
+            r#"import os
+MARKS = {marks:?}
+bind = "127.0.0.1:0"
+
+def mark(text):
+    with open(MARKS, "a") as f:
+        f.write(text + "\n")
+
+def on_starting(server):
+    mark(f"on_starting master={{server.pid}}")
+
+def when_ready(server):
+    mark("when_ready")
+
+def post_fork(server, worker):
+    mark(f"post_fork worker={{worker.pid}} master={{server.pid}}")
+
+def post_worker_init(worker):
+    mark("post_worker_init")
+
+def pre_request(worker, req):
+    mark(f"pre_request {{req.method}} {{req.path}} {{dict(req.headers).get('X-TRACE')}}")
+
+def post_request(worker, req, environ, resp):
+    mark(f"post_request {{req.path}} {{resp.status_code}} {{environ['PATH_INFO']}}")
+
+def worker_exit(server, worker):
+    mark("worker_exit")
+
+def on_exit(server):
+    mark("on_exit")
+
+def pre_exec(server):
+    pass
+"#
+        ),
+    )
+    .unwrap();
+    let mut server = ServerBuilder::new("basic:app")
+        .no_default_bind()
+        .cwd(&dir)
+        .start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET /pid HTTP/1.1\r\nHost: t\r\nX-Trace: abc\r\n\r\n")
+        .unwrap();
+    let worker_pid = c.read_response(false).unwrap().text();
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(T);
+    let text = std::fs::read_to_string(&marks).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let master = server.pid;
+    assert_eq!(
+        lines,
+        vec![
+            format!("on_starting master={master}").as_str(),
+            "when_ready",
+            format!("post_fork worker={worker_pid} master={master}").as_str(),
+            "post_worker_init",
+            "pre_request GET /pid abc",
+            "post_request /pid 200 /pid",
+            "worker_exit",
+            "on_exit",
+        ],
+        "log:\n{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .contains("server hook `pre_exec` in gunicorn.conf.py is not run"),
+        "{}",
+        server.log()
     );
 }

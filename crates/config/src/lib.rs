@@ -62,6 +62,8 @@ pub struct Config {
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
+    /// gunicorn.conf.py server hooks to run: the file and the hook names.
+    pub hooks: Option<(PathBuf, Vec<String>)>,
     /// Every setting as resolved, with its source, for `--print-config`.
     pub resolved: Vec<(String, String, Source)>,
     /// `-e KEY=VALUE`: set in the master (and so in every worker) at start.
@@ -271,6 +273,7 @@ impl Config {
             warnings,
             raw_env,
             resolved,
+            hooks: merged.hooks.clone(),
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),

@@ -25,6 +25,8 @@ pub struct Merged {
     file: Option<(PathBuf, String)>,
     /// Things to tell the user once logging is up (ignored files, …).
     pub warnings: Vec<String>,
+    /// A gunicorn.conf.py's server hooks that ferricorn runs, and the file.
+    pub hooks: Option<(PathBuf, Vec<String>)>,
 }
 
 /// One named layer of settings (a provider whose metadata names it).
@@ -151,14 +153,22 @@ pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
             })?;
             let conf = crate::pyconf::read(&path, &python, NAMES, &origin, &text)?;
             warnings.extend(conf.warnings);
-            for hook in &conf.hooks {
-                warnings.push(format!("server hook `{hook}` in {shown} is not run: ferricorn does not run gunicorn server hooks yet"));
+            let mut run = Vec::new();
+            for hook in conf.hooks {
+                if crate::pyconf::RUN_HOOKS.contains(&hook.as_str()) {
+                    run.push(hook);
+                } else {
+                    warnings.push(format!("server hook `{hook}` in {shown} is not run: ferricorn has no matching moment for it yet"));
+                }
             }
             figment = figment.merge(Layer {
                 name: format!("{PY_LAYER}{shown}"),
                 data: conf.settings,
             });
-            return finish(
+            let absolute = std::env::current_dir()
+                .map(|d| d.join(&path))
+                .unwrap_or_else(|_| path.clone());
+            let mut merged = finish(
                 figment,
                 Some((path, text)),
                 warnings,
@@ -166,7 +176,9 @@ pub fn merge(cli: &Cli, env: &dyn Env) -> Result<Merged, ConfigError> {
                 env,
                 gunicorn_args,
                 ferricorn_args,
-            );
+            )?;
+            merged.hooks = (!run.is_empty()).then_some((absolute, run));
+            return Ok(merged);
         }
         // Syntax errors first, so the message names the file (it carries the line).
         if let Err(e) = Toml::string(&text).data() {
@@ -219,6 +231,7 @@ fn finish(
         figment,
         file,
         warnings,
+        hooks: None,
     };
     merged.settings = merged
         .figment

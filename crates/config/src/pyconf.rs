@@ -111,6 +111,19 @@ pub const HOOKS: &[&str] = &[
     "ssl_context",
 ];
 
+/// The hooks ferricorn runs: in the master (through a child Python, since the
+/// master runs none itself) and in each worker's interpreter.
+pub const RUN_HOOKS: &[&str] = &[
+    "on_starting",
+    "when_ready",
+    "on_exit",
+    "post_fork",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_exit",
+];
+
 /// What ferricorn does with a gunicorn setting it does not implement.
 enum Unsupported {
     Ignore(&'static str),

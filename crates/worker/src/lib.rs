@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ferricorn_signals::scoreboard::Scoreboard;
 use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
-use ferricorn_wsgi::{App, PythonOptions};
+use ferricorn_wsgi::{App, Hooks, PythonOptions};
 use log::{debug, error};
 use nix::sys::signal::SigSet;
 pub use server::Settings;
@@ -46,6 +46,9 @@ pub struct WorkerOptions {
     pub access_log: Option<String>,
     pub access_log_format: Option<String>,
     pub error_log: Option<String>,
+    /// gunicorn.conf.py server hooks to run here, and the file defining them.
+    pub hooks: Option<(PathBuf, Vec<String>)>,
+    pub workers: u32,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -114,7 +117,33 @@ pub fn run(
         return exit_code::WORKER_BOOT_FAILED;
     }
     ferricorn_wsgi::Python::attach(|py| {
-        let app = match App::load(py, &opts.app, opts.multiprocess) {
+        let hooks = match &opts.hooks {
+            None => None,
+            Some((file, names)) => match Hooks::load(
+                py,
+                file,
+                names,
+                opts.worker_id,
+                opts.settings.master_pid,
+                opts.workers,
+            ) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    report(Report::Failed {
+                        code: exit_code::WORKER_BOOT_FAILED,
+                        message: format!(
+                            "Worker failed to boot: cannot load the hooks in {}: {e}",
+                            file.display()
+                        ),
+                    });
+                    return exit_code::WORKER_BOOT_FAILED;
+                }
+            },
+        };
+        if let Some(h) = &hooks {
+            h.post_fork(py);
+        }
+        let mut app = match App::load(py, &opts.app, opts.multiprocess) {
             Ok(app) => app,
             Err(e) => {
                 if let Some(detail) = &e.detail {
@@ -127,6 +156,10 @@ pub fn run(
                 return exit_code::APP_LOAD_FAILED;
             }
         };
+        if let Some(h) = hooks {
+            h.post_worker_init(py);
+            app.set_hooks(py, h);
+        }
         let max_requests =
             (opts.max_requests > 0).then(|| opts.max_requests + jitter(opts.max_requests_jitter));
         let settings = opts.settings.clone();
@@ -171,6 +204,9 @@ pub fn run(
         };
         report(Report::Ready);
         server.run();
+        if let Some(h) = server.app().hooks() {
+            h.worker_exit(py);
+        }
         drop(server);
         run_exit_hooks(py);
         0

@@ -129,6 +129,10 @@ impl<'py> Server<'py> {
         })
     }
 
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
     /// Serve until stopped and every connection is done.
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(256);

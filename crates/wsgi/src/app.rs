@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::environ::Environ;
+use crate::hooks::Hooks;
 use crate::loader::{self, AppLoadError};
 use crate::start_response::StartResponse;
 
@@ -43,6 +44,9 @@ pub struct App {
     callable: Py<PyAny>,
     environ: Environ,
     format_exception: Py<PyAny>,
+    /// gunicorn.conf.py hooks, when it defines pre_request or post_request.
+    hooks: Option<Hooks>,
+    request_hooks: bool,
 }
 
 impl App {
@@ -65,7 +69,19 @@ impl App {
             callable,
             environ,
             format_exception,
+            hooks: None,
+            request_hooks: false,
         })
+    }
+
+    /// Run these hooks around each request (pre_request, post_request).
+    pub fn set_hooks(&mut self, py: Python<'_>, hooks: Hooks) {
+        self.request_hooks = hooks.has(py, "pre_request") || hooks.has(py, "post_request");
+        self.hooks = Some(hooks);
+    }
+
+    pub fn hooks(&self) -> Option<&Hooks> {
+        self.hooks.as_ref()
     }
 
     /// Call the app and stream its response into `sink`. `close()` of the returned
@@ -84,7 +100,20 @@ impl App {
             Ok(e) => e,
             Err(e) => return Err(self.app_error(py, e, false)),
         };
-        let result = match self.callable.bind(py).call1((environ, start.clone())) {
+        let hook_req = match (&self.hooks, self.request_hooks) {
+            (Some(h), true) => h
+                .request(py, req.method, req.target, req.minor_version, req.headers)
+                .ok(),
+            _ => None,
+        };
+        if let (Some(h), Some(r)) = (&self.hooks, &hook_req) {
+            h.pre_request(py, r);
+        }
+        let result = match self
+            .callable
+            .bind(py)
+            .call1((environ.clone(), start.clone()))
+        {
             Ok(r) => r,
             Err(e) => return Err(self.app_error(py, e, false)),
         };
@@ -94,6 +123,17 @@ impl App {
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
+        // As gunicorn: after the body and close().
+        if let (Some(h), Some(r)) = (&self.hooks, &hook_req) {
+            let s = start.borrow();
+            h.post_request(
+                py,
+                r,
+                environ.as_any(),
+                s.status.as_deref().unwrap_or_default(),
+                &s.headers,
+            );
+        }
         let sent = start.borrow().headers_sent;
         match (outcome, close_result) {
             (Err(e), _) => Err(e),

@@ -6,12 +6,14 @@
 
 mod app;
 mod environ;
+mod hooks;
 mod input;
 mod interpreter;
 mod loader;
 mod start_response;
 
 pub use app::{App, CallError, Request, ResponseSink};
+pub use hooks::{Hooks, HOOKS_PY};
 pub use interpreter::{initialize, BootError, PythonOptions, BUILD_PYTHON, PYTHON_VERSION};
 pub use loader::AppLoadError;
 pub use pyo3::Python;
