@@ -258,6 +258,7 @@ fn serve(config: &Config) -> Exit {
                 config.limit_request_field_size,
             ),
             master_pid,
+            config.forwarded_allow_ips.clone(),
         ),
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,

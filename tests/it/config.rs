@@ -545,3 +545,63 @@ def pre_exec(server):
         server.log()
     );
 }
+
+#[test]
+fn forwarded_allow_ips_decides_whose_x_forwarded_proto_sets_the_scheme() {
+    let scheme = |server: &crate::util::Server, headers: &str| -> (u16, String) {
+        let mut c = http::Client::connect(server.addr()).unwrap();
+        c.send(format!("GET /env HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes())
+            .unwrap();
+        let resp = c.read_response(false).unwrap();
+        let text = resp.text();
+        let scheme = text
+            .split("\"wsgi.url_scheme\": \"")
+            .nth(1)
+            .map(|s| s.split('"').next().unwrap().to_string())
+            .unwrap_or_default();
+        (resp.status, scheme)
+    };
+    // Default (as gunicorn): the local host is trusted.
+    let server = ServerBuilder::new("basic:app").start();
+    assert_eq!(
+        scheme(&server, "X-Forwarded-Proto: https\r\n"),
+        (200, "https".into())
+    );
+    assert_eq!(scheme(&server, ""), (200, "http".into()));
+    assert_eq!(
+        scheme(&server, "X-Forwarded-Ssl: on\r\n"),
+        (200, "https".into())
+    );
+    // Two headers that disagree: 400, as gunicorn.
+    assert_eq!(
+        scheme(
+            &server,
+            "X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"
+        )
+        .0,
+        400
+    );
+
+    // Not from a trusted peer: the header is ignored.
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--forwarded-allow-ips", "10.0.0.0/8"])
+        .start();
+    assert_eq!(
+        scheme(&server, "X-Forwarded-Proto: https\r\n"),
+        (200, "http".into())
+    );
+    // Heroku's buildpack sets FORWARDED_ALLOW_IPS='*'.
+    let server = ServerBuilder::new("basic:app")
+        .env("FORWARDED_ALLOW_IPS", "*")
+        .start();
+    assert_eq!(
+        scheme(&server, "X-Forwarded-Proto: https\r\n"),
+        (200, "https".into())
+    );
+
+    let mut bad = ServerBuilder::new("basic:app")
+        .env("FORWARDED_ALLOW_IPS", "10.0.0.1/8")
+        .spawn();
+    assert_eq!(bad.wait_exit(T).code(), Some(1));
+    assert!(bad.log().contains("invalid value `10.0.0.1/8` for `forwarded_allow_ips` (from environment variable FORWARDED_ALLOW_IPS): `10.0.0.1/8` has host bits set"), "{}", bad.log());
+}

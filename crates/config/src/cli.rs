@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::settings::{Settings, StrOrInt};
+use crate::settings::{Settings, StrOrInt, StrOrList};
 
 /// The command line. Flag names are gunicorn's wherever gunicorn has the setting, so
 /// a Procfile line written for gunicorn keeps working. No flag has a default here:
@@ -119,6 +119,10 @@ pub struct Cli {
     #[arg(long = "error-logfile", alias = "log-file", value_name = "FILE")]
     pub error_logfile: Option<String>,
 
+    /// Peers trusted to say the original scheme with X-Forwarded-Proto / -Ssl / -Protocol: `*`, or a comma list of IPs and CIDRs [default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1].
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS")]
+    pub forwarded_allow_ips: Option<String>,
+
     /// Most connections one worker holds open at once [default: 1000].
     #[arg(long = "worker-connections", value_name = "INT")]
     pub worker_connections: Option<u64>,
@@ -186,6 +190,7 @@ impl Cli {
             access_log_format: self.access_logformat.clone(),
             errorlog: self.error_logfile.clone(),
             raw_env: (!self.env.is_empty()).then(|| self.env.clone()),
+            forwarded_allow_ips: self.forwarded_allow_ips.clone().map(StrOrList::Str),
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,

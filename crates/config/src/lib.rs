@@ -23,7 +23,7 @@ pub use error::{ConfigError, Source};
 use ferricorn_signals::{ExitRule, Override, ParseExitRuleError, Policy, Signal};
 pub use load::{env_name, flag_for};
 use log::LevelFilter;
-pub use settings::{Settings, StrOrInt, NAMES};
+pub use settings::{Settings, StrOrInt, StrOrList, NAMES};
 
 /// Validated settings; everything downstream reads only this.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ pub struct Config {
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
+    /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
+    pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
     pub hooks: Option<(PathBuf, Vec<String>)>,
     /// Every setting as resolved, with its source, for `--print-config`.
@@ -243,6 +245,17 @@ impl Config {
             .map(|m| parse_umask(m, origin("umask")))
             .transpose()?;
         let timeout = s.timeout.unwrap_or(30);
+        // As gunicorn: FORWARDED_ALLOW_IPS is the default, any other source overrides it.
+        let (allow_text, allow_origin) =
+            match (&s.forwarded_allow_ips, env.var("FORWARDED_ALLOW_IPS")) {
+                (Some(v), _) => (v.joined(), origin("forwarded_allow_ips")),
+                (None, Some(v)) => (v, Source::Env("FORWARDED_ALLOW_IPS".into())),
+                (None, None) => ("127.0.0.1,::1".to_string(), Source::Default),
+            };
+        let forwarded_allow_ips: ferricorn_http::AllowList =
+            allow_text.parse().map_err(|e: String| {
+                ConfigError::new("forwarded_allow_ips", &allow_text, allow_origin, e)
+            })?;
 
         Ok(Config {
             app,
@@ -274,6 +287,7 @@ impl Config {
             raw_env,
             resolved,
             hooks: merged.hooks.clone(),
+            forwarded_allow_ips,
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),

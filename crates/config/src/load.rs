@@ -341,6 +341,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "access_log_format" => "--access-logformat",
         "errorlog" => "--error-logfile",
         "raw_env" => "--env",
+        "forwarded_allow_ips" => "--forwarded-allow-ips",
         "limit_request_line" => "--limit-request-line",
         "limit_request_fields" => "--limit-request-fields",
         "limit_request_field_size" => "--limit-request-field_size",

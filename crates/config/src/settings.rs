@@ -24,6 +24,23 @@ impl std::fmt::Display for StrOrInt {
     }
 }
 
+/// A comma list written as one string or as a list (`"10.0.0.0/8,::1"` or `["*"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StrOrList {
+    Str(String),
+    List(Vec<String>),
+}
+
+impl StrOrList {
+    pub fn joined(&self) -> String {
+        match self {
+            StrOrList::Str(s) => s.clone(),
+            StrOrList::List(l) => l.join(","),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -87,6 +104,8 @@ pub struct Settings {
     /// `KEY=VALUE` entries, as gunicorn's `raw_env` (the `-e` flag adds to them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_env: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_allow_ips: Option<StrOrList>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +187,7 @@ pub fn default_text(name: &str) -> &'static str {
         }
         "errorlog" => "\"-\"",
         "raw_env" => "[]",
+        "forwarded_allow_ips" => "\"127.0.0.1,::1\"",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "limit_request_line" => "4094",

@@ -22,12 +22,14 @@
 mod chunked;
 mod date;
 mod error;
+mod forwarded;
 mod head;
 mod response;
 
 pub use chunked::{ChunkStatus, ChunkedDecoder};
 pub use date::HttpDate;
 pub use error::HttpError;
+pub use forwarded::{forwarded_scheme, AllowList};
 pub use head::{parse_head, Framing, Head, Limits, Parsed};
 pub use response::{
     write_chunk, write_error, write_head, write_last_chunk, ResponseFraming, ResponseHead,

@@ -268,6 +268,7 @@ pub fn settings(
     max_connections: usize,
     limits: ferricorn_http::Limits,
     master_pid: i32,
+    trusted: ferricorn_http::AllowList,
 ) -> Settings {
     Settings {
         keepalive,
@@ -276,6 +277,7 @@ pub fn settings(
         max_connections,
         limits,
         master_pid,
+        trusted,
     }
 }
 

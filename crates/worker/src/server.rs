@@ -7,8 +7,8 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferricorn_http::{
-    parse_head, write_error, ChunkStatus, ChunkedDecoder, Framing, HttpDate, HttpError, Limits,
-    Parsed,
+    forwarded_scheme, parse_head, write_error, AllowList, ChunkStatus, ChunkedDecoder, Framing,
+    HttpDate, HttpError, Limits, Parsed,
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{Report, SelfPipe, Signal};
@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub limits: Limits,
     pub master_pid: i32,
+    /// `--forwarded-allow-ips`.
+    pub trusted: AllowList,
 }
 
 pub struct Server<'py> {
@@ -429,6 +431,7 @@ impl<'py> Server<'py> {
                         signals: &self.signals,
                         slot: self.board.slot(self.slot),
                         access: &mut self.access,
+                        trusted: &self.settings.trusted,
                     };
                     dispatch(ctx, conn, end);
                     self.count_request();
@@ -549,6 +552,7 @@ struct Ctx<'a, 'py> {
     signals: &'a SelfPipe,
     slot: Option<&'a Slot>,
     access: &'a mut AccessLog,
+    trusted: &'a AllowList,
 }
 
 /// Call the app for the complete request at the front of the input.
@@ -562,6 +566,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
         signals,
         slot,
         access,
+        trusted,
     } = ctx;
     let started = Instant::now();
     let bytes = conn.inbuf.bytes();
@@ -578,6 +583,23 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
     };
     let method = &bytes[head.method.clone()];
     let target = &bytes[head.target.clone()];
+    let url_scheme = if trusted.contains(conn.peer.ip()) {
+        match forwarded_scheme(&headers) {
+            Ok(s) => s.unwrap_or("http"),
+            Err(()) => {
+                // As gunicorn: a request cannot be both http and https.
+                debug!(
+                    "contradictory X-Forwarded scheme headers from {}",
+                    conn.peer
+                );
+                write_error(&mut conn.out.buf, 400, "Bad Request", date);
+                conn.close_after_flush = true;
+                return;
+            }
+        }
+    } else {
+        "http"
+    };
     let req = Request {
         method,
         target,
@@ -586,6 +608,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
         body,
         peer: conn.peer,
         local: conn.local,
+        url_scheme,
     };
     let info = RequestInfo {
         head_request: method == b"HEAD",

@@ -19,6 +19,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// `http`, or `https` when a trusted proxy said so.
+    pub url_scheme: &'static str,
 }
 
 /// Where the response goes. The worker decides framing and when bytes hit the socket.

@@ -66,6 +66,9 @@ impl Environ {
                 pyo3::intern!(py, "HTTP/1.1")
             },
         )?;
+        if req.url_scheme != "http" {
+            env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), req.url_scheme)?;
+        }
         env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
         env.set_item(
             pyo3::intern!(py, "REMOTE_PORT"),
