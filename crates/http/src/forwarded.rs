@@ -2,6 +2,8 @@
 //! their `X-Forwarded-*` headers say — gunicorn's `secure_scheme_headers` rule.
 
 use std::net::IpAddr;
+
+use crate::error::HttpError;
 use std::str::FromStr;
 
 /// Peers whose forwarding headers are trusted: `*`, or IPs and CIDR networks.
@@ -98,7 +100,7 @@ impl AllowList {
 /// The scheme the trusted proxy says the client used: `Ok(Some("https"))` or
 /// `Ok(Some("http"))` when a header says, `Ok(None)` when none does, and `Err` when
 /// two of them disagree (gunicorn answers 400: a request cannot be both).
-pub fn forwarded_scheme(headers: &[(&[u8], &[u8])]) -> Result<Option<&'static str>, ()> {
+pub fn forwarded_scheme(headers: &[(&[u8], &[u8])]) -> Result<Option<&'static str>, HttpError> {
     const SECURE: [(&[u8], &[u8]); 3] = [
         (b"x-forwarded-proto", b"https"),
         (b"x-forwarded-ssl", b"on"),
@@ -115,7 +117,11 @@ pub fn forwarded_scheme(headers: &[(&[u8], &[u8])]) -> Result<Option<&'static st
             "http"
         };
         match found {
-            Some(f) if f != scheme => return Err(()),
+            Some(f) if f != scheme => {
+                return Err(HttpError::BadRequest(
+                    "contradictory X-Forwarded scheme headers",
+                ))
+            }
             _ => found = Some(scheme),
         }
     }
@@ -166,12 +172,10 @@ mod tests {
         );
         assert_eq!(h(&[(b"Host", b"x")]), Ok(None));
         // Contradictory headers: refused rather than guessed.
-        assert_eq!(
-            h(&[
-                (b"X-Forwarded-Proto", b"https"),
-                (b"X-Forwarded-Ssl", b"off")
-            ]),
-            Err(())
-        );
+        assert!(h(&[
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Ssl", b"off")
+        ])
+        .is_err());
     }
 }
