@@ -586,14 +586,9 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
     let url_scheme = if trusted.contains(conn.peer.ip()) {
         match forwarded_scheme(&headers) {
             Ok(s) => s.unwrap_or("http"),
-            Err(()) => {
+            Err(e) => {
                 // As gunicorn: a request cannot be both http and https.
-                debug!(
-                    "contradictory X-Forwarded scheme headers from {}",
-                    conn.peer
-                );
-                write_error(&mut conn.out.buf, 400, "Bad Request", date);
-                conn.close_after_flush = true;
+                reject(conn, e, date);
                 return;
             }
         }
