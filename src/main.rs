@@ -275,6 +275,9 @@ fn serve(config: &Config) -> Exit {
             (file, worker_side)
         }),
         workers: config.workers,
+        reload: config.reload,
+        reload_extra_files: config.reload_extra_files.clone(),
+        capture_output: config.capture_output,
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);

@@ -151,3 +151,13 @@ def osenv(environ, start_response):
 
 
 ROUTES["/osenv"] = osenv
+
+
+def say(environ, start_response):
+    """Print to stdout, as apps do."""
+    print("printed by the app", flush=True)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"said"]
+
+
+ROUTES["/say"] = say

@@ -605,3 +605,70 @@ fn forwarded_allow_ips_decides_whose_x_forwarded_proto_sets_the_scheme() {
     assert_eq!(bad.wait_exit(T).code(), Some(1));
     assert!(bad.log().contains("invalid value `10.0.0.1/8` for `forwarded_allow_ips` (from environment variable FORWARDED_ALLOW_IPS): `10.0.0.1/8` has host bits set"), "{}", bad.log());
 }
+
+#[test]
+fn reload_restarts_workers_on_change_and_serves_a_load_error_until_fixed() {
+    let dir = scratch("reload-dev");
+    let module = dir.join("devapp.py");
+    let write = |body: &str| {
+        std::fs::write(&module, body).unwrap();
+        // Make sure the modification time moves even on a coarse clock.
+        let later = std::time::SystemTime::now() + Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&module)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    };
+    let app = |v: &str| format!("def app(e, sr):\n    sr('200 OK', [])\n    return [b'{v}']\n");
+    write(&app("v1"));
+    let server = ServerBuilder::new("devapp:app")
+        .chdir(&dir)
+        .args(&["--reload"])
+        .start();
+    assert_eq!(http::get(server.addr(), "/").unwrap().text(), "v1");
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let resp = http::get(server.addr(), "/").unwrap();
+            if resp.text().contains(want) {
+                return resp;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {want:?}; log:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling for the restart, bounded
+        }
+    };
+
+    write(&app("v2"));
+    until("v2");
+    assert!(
+        server.log().contains("Worker reloading:") && server.log().contains("devapp.py modified"),
+        "{}",
+        server.log()
+    );
+
+    // A broken edit does not stop the server: the error is served until it is fixed.
+    write("def app(e, sr)\n    oops\n");
+    let resp = until("App failed to load");
+    assert_eq!(resp.status, 500);
+    assert!(resp.text().contains("SyntaxError"), "{}", resp.text());
+    write(&app("v3"));
+    until("v3");
+}
+
+#[test]
+fn capture_output_sends_the_apps_stdout_to_the_error_log() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--capture-output"])
+        .start();
+    assert_eq!(http::get(server.addr(), "/say").unwrap().text(), "said");
+    server.wait_log(|l| l == "printed by the app", T);
+    let plain = ServerBuilder::new("basic:app").start();
+    assert_eq!(http::get(plain.addr(), "/say").unwrap().text(), "said");
+    plain.wait_stdout(|l| l == "printed by the app", T);
+}

@@ -123,6 +123,18 @@ pub struct Cli {
     #[arg(long = "forwarded-allow-ips", value_name = "IPS")]
     pub forwarded_allow_ips: Option<String>,
 
+    /// Development: restart workers when a loaded Python file (or --reload-extra-file) changes; an app that fails to load then serves its error until fixed.
+    #[arg(long = "reload")]
+    pub reload: bool,
+
+    /// With --reload, also watch this file. Repeatable.
+    #[arg(long = "reload-extra-file", value_name = "FILE")]
+    pub reload_extra_file: Vec<String>,
+
+    /// Send the app's stdout to the error log too (it goes to stderr's destination).
+    #[arg(long = "capture-output")]
+    pub capture_output: bool,
+
     /// Most connections one worker holds open at once [default: 1000].
     #[arg(long = "worker-connections", value_name = "INT")]
     pub worker_connections: Option<u64>,
@@ -191,6 +203,10 @@ impl Cli {
             errorlog: self.error_logfile.clone(),
             raw_env: (!self.env.is_empty()).then(|| self.env.clone()),
             forwarded_allow_ips: self.forwarded_allow_ips.clone().map(StrOrList::Str),
+            reload: self.reload.then_some(true),
+            reload_extra_files: (!self.reload_extra_file.is_empty())
+                .then(|| self.reload_extra_file.clone()),
+            capture_output: self.capture_output.then_some(true),
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,
@@ -219,12 +235,8 @@ pub struct GunicornCompat {
     pub proxy_allow_from: Option<String>,
     #[arg(long = "preload", hide = true)]
     pub preload: bool,
-    #[arg(long = "reload", hide = true)]
-    pub reload: bool,
     #[arg(long = "reload-engine", hide = true, value_name = "ENGINE")]
     pub reload_engine: Option<String>,
-    #[arg(long = "reload-extra-file", hide = true, value_name = "FILE")]
-    pub reload_extra_file: Vec<String>,
     #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
     pub worker_tmp_dir: Option<String>,
     #[arg(short = 'n', long = "name", hide = true, value_name = "NAME")]
@@ -233,8 +245,6 @@ pub struct GunicornCompat {
     pub reuse_port: bool,
     #[arg(long = "no-sendfile", hide = true)]
     pub no_sendfile: bool,
-    #[arg(long = "capture-output", hide = true)]
-    pub capture_output: bool,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
     #[arg(long = "statsd-host", hide = true, value_name = "HOST")]
@@ -336,11 +346,8 @@ impl GunicornCompat {
                 "the app is imported in each worker after fork (preloading is not supported yet)",
             );
         }
-        if self.reload || self.reload_engine.is_some() || !self.reload_extra_file.is_empty() {
-            ignored(
-                "--reload",
-                "code is not reloaded on change; send HUP to reload",
-            );
+        if self.reload_engine.is_some() {
+            ignored("--reload-engine", "--reload polls file modification times");
         }
         if self.worker_tmp_dir.is_some() {
             ignored(
@@ -356,12 +363,6 @@ impl GunicornCompat {
         }
         if self.no_sendfile {
             ignored("--no-sendfile", "sendfile is not used");
-        }
-        if self.capture_output {
-            ignored(
-                "--capture-output",
-                "the app's stdout and stderr go where ferricorn's do",
-            );
         }
         if self.initgroups {
             ignored("--initgroups", "workers keep only the --group group");

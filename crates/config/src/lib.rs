@@ -62,6 +62,11 @@ pub struct Config {
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
     pub limit_request_field_size: usize,
+    /// `--reload`: workers restart when a watched file changes.
+    pub reload: bool,
+    pub reload_extra_files: Vec<PathBuf>,
+    /// `--capture-output`: the app's stdout goes to the error log.
+    pub capture_output: bool,
     /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
     pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
@@ -288,6 +293,14 @@ impl Config {
             resolved,
             hooks: merged.hooks.clone(),
             forwarded_allow_ips,
+            reload: s.reload.unwrap_or(false),
+            reload_extra_files: s
+                .reload_extra_files
+                .iter()
+                .flatten()
+                .map(PathBuf::from)
+                .collect(),
+            capture_output: s.capture_output.unwrap_or(false),
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),

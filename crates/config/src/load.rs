@@ -59,7 +59,7 @@ fn env_layer(env: &dyn Env) -> Layer {
     let mut data = Dict::new();
     for name in NAMES {
         if let Some(v) = env.var(&env_name(name)) {
-            let value = if *name == "bind" || *name == "on_signal" {
+            let value = if ["bind", "on_signal", "reload_extra_files", "raw_env"].contains(name) {
                 Value::from(
                     v.split(',')
                         .map(|s| s.trim().to_string())
@@ -342,6 +342,9 @@ pub fn flag_for(key: &str) -> &'static str {
         "errorlog" => "--error-logfile",
         "raw_env" => "--env",
         "forwarded_allow_ips" => "--forwarded-allow-ips",
+        "reload" => "--reload",
+        "reload_extra_files" => "--reload-extra-file",
+        "capture_output" => "--capture-output",
         "limit_request_line" => "--limit-request-line",
         "limit_request_fields" => "--limit-request-fields",
         "limit_request_field_size" => "--limit-request-field_size",

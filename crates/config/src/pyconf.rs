@@ -156,13 +156,12 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
         "preload_app" if truthy => Ignore(
             "the app is imported in each worker after fork (preloading is not supported yet)",
         ),
-        "reload" if truthy => Ignore("code is not reloaded on change; send HUP to reload"),
         "forwarded_allow_ips"
         | "secure_scheme_headers"
         | "forwarder_headers"
         | "proxy_allow_ips" => Ignore("X-Forwarded-* headers are not trusted yet, from any peer"),
         "worker_class" | "threads" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs"
-        | "proxy_protocol" | "preload_app" | "reload" => return None,
+        | "proxy_protocol" | "preload_app" => return None,
         "check_config" | "print_config" => {
             Ignore("use the --check-config and --print-config flags")
         }

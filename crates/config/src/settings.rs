@@ -107,6 +107,12 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forwarded_allow_ips: Option<StrOrList>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_extra_files: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_output: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_fields: Option<u64>,
@@ -146,6 +152,10 @@ pub const NAMES: &[&str] = &[
     "limit_request_line",
     "limit_request_fields",
     "limit_request_field_size",
+    "forwarded_allow_ips",
+    "reload",
+    "reload_extra_files",
+    "capture_output",
 ];
 
 fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -171,6 +181,8 @@ fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
 pub fn default_text(name: &str) -> &'static str {
     match name {
         "wsgi_app" => "none",
+        "bind" => "[\"127.0.0.1:8000\"]",
+        "workers" => "1",
         "backlog" => "2048",
         "timeout" => "30",
         "boot_deadline" => "60",
@@ -188,11 +200,62 @@ pub fn default_text(name: &str) -> &'static str {
         "errorlog" => "\"-\"",
         "raw_env" => "[]",
         "forwarded_allow_ips" => "\"127.0.0.1,::1\"",
+        "reload" | "capture_output" => "false",
+        "reload_extra_files" => "[]",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "limit_request_line" => "4094",
         "limit_request_fields" => "100",
         "limit_request_field_size" => "8190",
         _ => "?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_exactly_the_fields() {
+        // Every field must be reachable as FERRICORN_<NAME>, from gunicorn.conf.py,
+        // and listed by --print-config and docs/configuration.md.
+        let value = serde_json_fields();
+        let mut fields: Vec<&str> = value.iter().map(String::as_str).collect();
+        let mut names = NAMES.to_vec();
+        fields.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(fields, names);
+        for n in NAMES {
+            assert_ne!(default_text(n), "?", "no default text for {n}");
+        }
+    }
+
+    /// The field names of `Settings`, read from serde's own view of the struct.
+    fn serde_json_fields() -> Vec<String> {
+        struct Names(Vec<String>);
+        impl<'de> serde::Deserializer<'de> for &mut Names {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("only structs"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = fields.iter().map(|f| f.to_string()).collect();
+                Err(serde::de::Error::custom("done"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut names = Names(Vec::new());
+        let _ = Settings::deserialize(&mut names);
+        names.0
     }
 }

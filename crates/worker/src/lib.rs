@@ -10,6 +10,7 @@ mod access_log;
 mod connection;
 mod inbuf;
 mod outbuf;
+mod reloader;
 mod responder;
 mod server;
 
@@ -49,6 +50,12 @@ pub struct WorkerOptions {
     /// gunicorn.conf.py server hooks to run here, and the file defining them.
     pub hooks: Option<(PathBuf, Vec<String>)>,
     pub workers: u32,
+    /// `--reload`: stop when a watched file changes; an app that fails to load
+    /// serves its error instead of stopping the server.
+    pub reload: bool,
+    pub reload_extra_files: Vec<PathBuf>,
+    /// `--capture-output`: the app's stdout goes where stderr goes.
+    pub capture_output: bool,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -145,6 +152,24 @@ pub fn run(
         }
         let mut app = match App::load(py, &opts.app, opts.multiprocess) {
             Ok(app) => app,
+            Err(e) if opts.reload => {
+                // Development: keep the server up, show the error, wait for a fix.
+                error!(
+                    "App failed to load: {} (serving this error until a watched file changes)",
+                    e.message
+                );
+                match App::error_page(
+                    py,
+                    &format!(
+                        "App failed to load: {}\n\n{}",
+                        e.message,
+                        e.detail.as_deref().unwrap_or("")
+                    ),
+                ) {
+                    Ok(app) => app,
+                    Err(_) => return exit_code::APP_LOAD_FAILED,
+                }
+            }
             Err(e) => {
                 if let Some(detail) = &e.detail {
                     debug!("while loading {}:\n{}", opts.app, detail.trim_end());
@@ -159,6 +184,12 @@ pub fn run(
         if let Some(h) = hooks {
             h.post_worker_init(py);
             app.set_hooks(py, h);
+        }
+        let reloader = opts
+            .reload
+            .then(|| reloader::Reloader::new(py, &opts.app_dir, &opts.reload_extra_files));
+        if let Some(r) = &reloader {
+            debug!("--reload: watching {} files", r.len());
         }
         let max_requests =
             (opts.max_requests > 0).then(|| opts.max_requests + jitter(opts.max_requests_jitter));
@@ -192,6 +223,7 @@ pub fn run(
             max_requests,
             access,
             opts.error_log.clone(),
+            reloader,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -202,6 +234,12 @@ pub fn run(
                 return exit_code::WORKER_BOOT_FAILED;
             }
         };
+        if opts.capture_output {
+            // After the access log took its own copy of stdout.
+            if let Err(e) = nix::unistd::dup2_stdout(std::io::stderr()) {
+                error!("--capture-output: cannot redirect stdout: {e}");
+            }
+        }
         report(Report::Ready);
         server.run();
         if let Some(h) = server.app().hooks() {

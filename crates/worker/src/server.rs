@@ -22,6 +22,7 @@ use std::io::Write;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Phase};
+use crate::reloader::Reloader;
 use crate::responder::{RequestInfo, Responder};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
@@ -75,6 +76,7 @@ pub struct Server<'py> {
     access: AccessLog,
     /// `--error-logfile`: reopened on USR1 like the access log.
     error_log: Option<String>,
+    reloader: Option<Reloader>,
 }
 
 impl<'py> Server<'py> {
@@ -91,6 +93,7 @@ impl<'py> Server<'py> {
         max_requests: Option<u64>,
         access: AccessLog,
         error_log: Option<String>,
+        reloader: Option<Reloader>,
     ) -> io::Result<Server<'py>> {
         let poll = Poll::new()?;
         poll.registry().register(
@@ -128,6 +131,7 @@ impl<'py> Server<'py> {
             served: 0,
             access,
             error_log,
+            reloader,
         })
     }
 
@@ -473,6 +477,12 @@ impl<'py> Server<'py> {
                 }
             }
             self.close(key);
+        }
+        if !self.stopping {
+            if let Some(path) = self.reloader.as_ref().and_then(|r| r.changed()) {
+                log::info!("Worker reloading: {} modified", path.display());
+                self.begin_stop("--reload");
+            }
         }
         if !self.stopping && nix::unistd::getppid().as_raw() != self.settings.master_pid {
             warn!(

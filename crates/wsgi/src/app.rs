@@ -76,6 +76,29 @@ impl App {
         })
     }
 
+    /// An app that answers every request with 500 and `message` (`--reload` when
+    /// the real app does not load: the developer sees why in the browser).
+    pub fn error_page(py: Python<'_>, message: &str) -> PyResult<App> {
+        let code = c"def app(environ, start_response):\n    body = MESSAGE.encode('utf-8', 'replace')\n    start_response('500 Internal Server Error', [('Content-Type', 'text/plain; charset=utf-8'), ('Content-Length', str(len(body)))])\n    return [body]\n";
+        let module = PyModule::from_code(
+            py,
+            code,
+            c"<ferricorn error page>",
+            c"_ferricorn_error_page",
+        )?;
+        module.setattr("MESSAGE", message)?;
+        Ok(App {
+            callable: module.getattr("app")?.unbind(),
+            environ: Environ::new(py, false)?,
+            format_exception: py
+                .import("traceback")?
+                .getattr("format_exception")?
+                .unbind(),
+            hooks: None,
+            request_hooks: false,
+        })
+    }
+
     /// Run these hooks around each request (pre_request, post_request).
     pub fn set_hooks(&mut self, py: Python<'_>, hooks: Hooks) {
         self.request_hooks = hooks.has(py, "pre_request") || hooks.has(py, "post_request");
