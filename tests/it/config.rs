@@ -1,21 +1,15 @@
 //! Configuration from a TOML file, `FERRICORN_*` variables and gunicorn's
 //! `GUNICORN_CMD_ARGS`, with HUP re-reading it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::util::scratch;
 use crate::util::{apps_dir, http, ServerBuilder};
 
 const T: Duration = Duration::from_secs(15);
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn ferricorn_toml_in_the_start_directory_is_read() {

@@ -1,10 +1,10 @@
 //! The embedded interpreter is the one ferricorn was built against, or the active
 //! virtualenv's — whatever PATH says.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::http;
+use crate::util::scratch;
 use crate::util::ServerBuilder;
 
 const BUILD_PYTHON: &str = env!("FERRICORN_BUILD_PYTHON");
@@ -26,20 +26,13 @@ fn build_python_facts() -> (String, String) {
     )
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn runs_the_build_interpreter_from_a_bare_environment() {
     // No pyenv shims, no VIRTUAL_ENV: `env -i PATH=/usr/bin:/bin ferricorn ...`.
     // Without an explicit program name CPython would find /usr/bin/python3 here
     // and mix another stdlib into ours.
     let (version, prefix) = build_python_facts();
-    let extra = scratch_dir("pythonpath");
+    let extra = scratch("pythonpath");
     std::fs::write(
         extra.join("from_pythonpath.py"),
         "MESSAGE = 'PYTHONPATH works'\n",
@@ -73,7 +66,7 @@ fn runs_the_build_interpreter_from_a_bare_environment() {
 
 #[test]
 fn imports_packages_of_the_active_virtualenv() {
-    let venv = scratch_dir("venv");
+    let venv = scratch("venv");
     let status = Command::new(BUILD_PYTHON)
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
@@ -126,7 +119,7 @@ fn imports_packages_of_the_active_virtualenv() {
 
 #[test]
 fn a_virtualenv_of_another_python_version_is_refused_with_exit_3() {
-    let venv = scratch_dir("venv-other");
+    let venv = scratch("venv-other");
     std::fs::create_dir_all(venv.join("bin")).unwrap();
     std::fs::write(venv.join("bin/python"), "").unwrap();
     std::fs::write(
@@ -148,8 +141,8 @@ fn a_virtualenv_of_another_python_version_is_refused_with_exit_3() {
 
 #[test]
 fn pythonpath_entries_come_first_on_sys_path() {
-    let a = scratch_dir("pp-a");
-    let b = scratch_dir("pp-b");
+    let a = scratch("pp-a");
+    let b = scratch("pp-b");
     std::fs::write(a.join("pp_probe.py"), "MESSAGE = 'from a'\n").unwrap();
     std::fs::write(b.join("pp_probe2.py"), "MESSAGE = 'from b'\n").unwrap();
     let list = format!("{},{}", a.display(), b.display());

@@ -7,16 +7,13 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::util::http;
+use crate::util::worker_pid;
 use crate::util::ServerBuilder;
 
 #[test]
 fn a_killed_worker_is_replaced_and_logged() {
     let server = ServerBuilder::new("basic:app").start();
-    let old: i32 = http::get(server.addr(), "/pid")
-        .unwrap()
-        .text()
-        .parse()
-        .unwrap();
+    let old: i32 = worker_pid(server.addr());
     let killed_at = Instant::now();
     kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
     server.wait_log(
@@ -43,22 +40,14 @@ fn a_killed_worker_is_replaced_and_logged() {
 #[test]
 fn sigterm_to_one_worker_outside_a_stop_finishes_and_is_replaced() {
     let server = ServerBuilder::new("basic:app").start();
-    let old: i32 = http::get(server.addr(), "/pid")
-        .unwrap()
-        .text()
-        .parse()
-        .unwrap();
+    let old: i32 = worker_pid(server.addr());
     kill(Pid::from_raw(old), Signal::SIGTERM).unwrap();
     server.wait_log(
         |l| l.contains(&format!("(pid: {old}) exited with code 0")),
         Duration::from_secs(5),
     );
     server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
-    let new: i32 = http::get(server.addr(), "/pid")
-        .unwrap()
-        .text()
-        .parse()
-        .unwrap();
+    let new: i32 = worker_pid(server.addr());
     assert_ne!(new, old);
 }
 
@@ -271,11 +260,7 @@ fn max_requests_recycles_a_worker_without_failing_a_request() {
 #[test]
 fn a_worker_that_exits_3_after_it_was_ready_is_replaced_not_fatal() {
     let server = ServerBuilder::new("basic:app").start();
-    let pid: i32 = http::get(server.addr(), "/pid")
-        .unwrap()
-        .text()
-        .parse()
-        .unwrap();
+    let pid: i32 = worker_pid(server.addr());
     // Simulate a worker dying with gunicorn's boot-failure code after it served.
     let _ = http::get(server.addr(), "/exit3");
     server.wait_log(
@@ -390,11 +375,7 @@ fn umask_user_and_group_apply_to_workers() {
 fn hup_usr2_and_the_masters_other_signals_sent_to_a_worker_are_ignored() {
     // gunicorn's workers die on HUP and USR2 sent to the process group.
     let server = ServerBuilder::new("basic:app").start();
-    let pid: i32 = http::get(server.addr(), "/pid")
-        .unwrap()
-        .text()
-        .parse()
-        .unwrap();
+    let pid: i32 = worker_pid(server.addr());
     for sig in [
         Signal::SIGHUP,
         Signal::SIGUSR2,

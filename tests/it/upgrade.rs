@@ -2,23 +2,16 @@
 //! pid and every request.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::util::http;
 use crate::util::load::Load;
+use crate::util::scratch;
 use crate::util::{ServerBuilder, BIN};
 
 const T: Duration = Duration::from_secs(15);
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn usr2_under_load_keeps_the_pid_the_socket_and_every_request() {

@@ -27,6 +27,23 @@ pub fn apps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
 }
 
+/// A fresh, empty directory for one test's files, under cargo's test tmp dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test scratch directory");
+    dir
+}
+
+/// The pid a worker reports on `/pid` (tests/apps/basic.py).
+pub fn worker_pid(addr: SocketAddr) -> i32 {
+    http::get(addr, "/pid")
+        .expect("GET /pid")
+        .text()
+        .parse()
+        .expect("a pid")
+}
+
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
