@@ -249,17 +249,20 @@ fn serve(config: &Config) -> Exit {
         pythonpath: config.pythonpath.clone(),
         multiprocess: config.workers > 1,
         worker_id,
-        settings: ferricorn_worker::settings(
-            config.keepalive,
-            config.worker_connections,
-            ferricorn_worker::limits(
+        settings: ferricorn_worker::Settings {
+            keepalive: config.keepalive,
+            header_timeout: config.header_timeout,
+            body_timeout: config.body_timeout,
+            max_connections: config.worker_connections,
+            limits: ferricorn_worker::limits(
                 config.limit_request_line,
                 config.limit_request_fields,
                 config.limit_request_field_size,
+                config.limit_request_body,
             ),
             master_pid,
-            config.forwarded_allow_ips.clone(),
-        ),
+            trusted: config.forwarded_allow_ips.clone(),
+        },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
         user: config.user,

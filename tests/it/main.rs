@@ -11,6 +11,7 @@ mod procfile;
 mod python;
 mod serving;
 mod signals;
+mod slow_clients;
 mod supervision;
 mod upgrade;
 mod zero_downtime;

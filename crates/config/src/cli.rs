@@ -135,6 +135,18 @@ pub struct Cli {
     #[arg(long = "capture-output")]
     pub capture_output: bool,
 
+    /// Seconds a client gets to send a whole request head, from its first byte (trickling does not extend it) [default: 30].
+    #[arg(long = "header-timeout", value_name = "SECONDS")]
+    pub header_timeout: Option<f64>,
+
+    /// Seconds a client may stall while sending a body, or while a response waits for it to read [default: 30].
+    #[arg(long = "body-timeout", value_name = "SECONDS")]
+    pub body_timeout: Option<f64>,
+
+    /// Largest request body in bytes (413 above it); bodies are buffered before the app runs [default: 104857600].
+    #[arg(long = "limit-request-body", value_name = "BYTES")]
+    pub limit_request_body: Option<u64>,
+
     /// Most connections one worker holds open at once [default: 1000].
     #[arg(long = "worker-connections", value_name = "INT")]
     pub worker_connections: Option<u64>,
@@ -207,6 +219,9 @@ impl Cli {
             reload_extra_files: (!self.reload_extra_file.is_empty())
                 .then(|| self.reload_extra_file.clone()),
             capture_output: self.capture_output.then_some(true),
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            limit_request_body: self.limit_request_body,
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,

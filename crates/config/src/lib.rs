@@ -67,6 +67,9 @@ pub struct Config {
     pub reload_extra_files: Vec<PathBuf>,
     /// `--capture-output`: the app's stdout goes to the error log.
     pub capture_output: bool,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub limit_request_body: u64,
     /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
     pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
@@ -301,6 +304,9 @@ impl Config {
                 .map(PathBuf::from)
                 .collect(),
             capture_output: s.capture_output.unwrap_or(false),
+            header_timeout: non_negative("header_timeout", s.header_timeout, 30.0)?,
+            body_timeout: non_negative("body_timeout", s.body_timeout, 30.0)?,
+            limit_request_body: s.limit_request_body.unwrap_or(100 * 1024 * 1024),
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),

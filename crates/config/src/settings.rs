@@ -113,6 +113,12 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_output: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_request_body: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_fields: Option<u64>,
@@ -156,6 +162,9 @@ pub const NAMES: &[&str] = &[
     "reload",
     "reload_extra_files",
     "capture_output",
+    "header_timeout",
+    "body_timeout",
+    "limit_request_body",
 ];
 
 fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -202,6 +211,8 @@ pub fn default_text(name: &str) -> &'static str {
         "forwarded_allow_ips" => "\"127.0.0.1,::1\"",
         "reload" | "capture_output" => "false",
         "reload_extra_files" => "[]",
+        "header_timeout" | "body_timeout" => "30",
+        "limit_request_body" => "104857600",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "limit_request_line" => "4094",

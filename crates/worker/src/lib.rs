@@ -18,7 +18,6 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ferricorn_signals::scoreboard::Scoreboard;
 use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
@@ -300,27 +299,13 @@ fn run_exit_hooks(py: ferricorn_wsgi::Python<'_>) {
     }
 }
 
-/// The event loop's settings; timeouts without a setting yet take their defaults.
-pub fn settings(
-    keepalive: Duration,
-    max_connections: usize,
-    limits: ferricorn_http::Limits,
-    master_pid: i32,
-    trusted: ferricorn_http::AllowList,
-) -> Settings {
-    Settings {
-        keepalive,
-        header_timeout: Duration::from_secs(30),
-        body_timeout: Duration::from_secs(30),
-        max_connections,
-        limits,
-        master_pid,
-        trusted,
-    }
-}
-
-/// Request limits: gunicorn's three, plus the size of the head and body buffers.
-pub fn limits(request_line: usize, fields: usize, field_size: usize) -> ferricorn_http::Limits {
+/// Request limits: gunicorn's three, the head buffer, and the largest body.
+pub fn limits(
+    request_line: usize,
+    fields: usize,
+    field_size: usize,
+    max_body: u64,
+) -> ferricorn_http::Limits {
     ferricorn_http::Limits {
         max_request_line: request_line,
         max_headers: fields,
@@ -328,7 +313,7 @@ pub fn limits(request_line: usize, fields: usize, field_size: usize) -> ferricor
         // Room for every field at its limit would be megabytes; 64 KiB is plenty
         // for real clients, unless the limits were raised past it.
         max_head: (64 * 1024).max(request_line + field_size * 2),
-        // Bodies are buffered in memory until they can be streamed.
-        max_body: 100 * 1024 * 1024,
+        // Bodies are buffered in memory before the app is called: this bounds it.
+        max_body,
     }
 }

@@ -1,0 +1,157 @@
+//! Slow, idle and oversized clients never pin a worker: the event loop parks them
+//! and the timeouts close them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::util::http::{self, Client};
+use crate::util::ServerBuilder;
+
+/// Read until the server closes the connection (EOF or reset), bounded.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+    let start = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) if start.elapsed() < limit => return Some((start.elapsed(), got)),
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn half_a_head_then_silence_is_closed_at_the_header_timeout() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--header-timeout", "1"])
+        .start();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow:")
+        .unwrap();
+    let (after, got) = closed_within(&mut s, Duration::from_secs(5)).expect("closed by the server");
+    assert!(
+        after >= Duration::from_millis(900),
+        "not before the timeout: {after:?}"
+    );
+    assert!(
+        got.is_empty(),
+        "nothing is answered to half a request: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn trickling_bytes_do_not_extend_the_header_timeout() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--header-timeout", "1"])
+        .start();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    let start = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    // One header byte every 100 ms: a slowloris client.
+    let mut closed = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100)); // the client's own pace, the point of the test
+        if s.write_all(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        s.set_nonblocking(true).unwrap();
+        let r = s.read(&mut probe);
+        s.set_nonblocking(false).unwrap();
+        if matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a trickling head was never cut off");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "cut at the header timeout, not later: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_stalled_body_is_closed_at_the_body_timeout() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--body-timeout", "1"])
+        .start();
+    let mut s = TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let (after, _) = closed_within(&mut s, Duration::from_secs(5)).expect("closed by the server");
+    assert!(after >= Duration::from_millis(900), "{after:?}");
+}
+
+#[test]
+fn an_oversized_body_gets_413_before_it_is_read() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--limit-request-body", "1000"])
+        .start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n")
+        .unwrap();
+    let resp = c.read_response(false).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(
+        http::post(server.addr(), "/echo", &[b'x'; 1000])
+            .unwrap()
+            .body
+            .len(),
+        1000
+    );
+}
+
+#[test]
+fn slowloris_clients_do_not_delay_a_normal_request() {
+    let server = ServerBuilder::new("basic:app").workers(2).start();
+    // 200 connections that each send part of a head and then trickle.
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-A:").unwrap();
+            s
+        })
+        .collect();
+    for round in 0..3 {
+        for s in slow.iter_mut() {
+            let _ = s.write_all(b"a");
+        }
+        let start = Instant::now();
+        let resp = http::get(server.addr(), "/").unwrap();
+        assert_eq!(resp.status, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "round {round}: a normal request took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn five_hundred_idle_keep_alive_connections_do_not_block_a_new_client() {
+    let server = ServerBuilder::new("basic:app").workers(2).start();
+    let mut idle: Vec<Client> = Vec::new();
+    for _ in 0..500 {
+        let mut c = Client::connect(server.addr()).unwrap();
+        assert_eq!(c.get("/").unwrap().status, 200);
+        idle.push(c);
+    }
+    let start = Instant::now();
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // And the idle ones are still usable.
+    assert_eq!(idle[0].get("/").unwrap().status, 200);
+    assert_eq!(idle[499].get("/").unwrap().status, 200);
+}
