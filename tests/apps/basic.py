@@ -161,3 +161,19 @@ def say(environ, start_response):
 
 
 ROUTES["/say"] = say
+
+
+def inject(environ, start_response):
+    """A response header value with CR LF: must become a 500, never a second header."""
+    start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: stolen=1")])
+    return [b"never sent"]
+
+
+def no_content(environ, start_response):
+    """204 with a body the app should not have produced: no body goes out."""
+    start_response("204 No Content", [])
+    return [b"this must not be sent"]
+
+
+ROUTES["/inject"] = inject
+ROUTES["/nocontent"] = no_content

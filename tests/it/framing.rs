@@ -1,0 +1,127 @@
+//! Strict HTTP/1.1 framing (RFC 9112) on the real binary: every ambiguous or
+//! malformed request gets its status and a closed connection, and the bytes after
+//! it — here always a smuggled `GET /smuggled` — never reach the app.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::util::{http, ServerBuilder};
+
+const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Send `raw` followed by a smuggled request; return (status line, closed?).
+fn send(addr: std::net::SocketAddr, raw: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = raw.to_vec();
+    bytes.extend_from_slice(SMUGGLED);
+    let _ = s.write_all(&bytes);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset after the response also means closed.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got).into_owned();
+    (text.lines().next().unwrap_or_default().to_string(), closed)
+}
+
+#[test]
+fn every_framing_rule_answers_closes_and_never_passes_the_rest_on() {
+    let server = ServerBuilder::new("recorder:app").start();
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(5000));
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        (0..101)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("TE and CL together", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "400"),
+        ("TE gzip, chunked", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), "501"),
+        ("TE with junk bytes", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \x85chunked\r\n\r\n0\r\n\r\n".to_vec(), "400"),
+        ("TE identity", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n".to_vec(), "501"),
+        ("two TE lines", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "400"),
+        ("duplicate CL", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_vec(), "400"),
+        ("CL with a sign", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc".to_vec(), "400"),
+        ("CL list", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc".to_vec(), "400"),
+        ("CL not digits", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3a\r\n\r\nabc".to_vec(), "400"),
+        ("chunk size overflow", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n".to_vec(), "400"),
+        ("chunk data without CRLF", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n".to_vec(), "400"),
+        ("bad chunk extension", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3;=x\r\nabc\r\n0\r\n\r\n".to_vec(), "400"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: one\r\n two\r\n\r\n".to_vec(), "400"),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost : t\r\n\r\n".to_vec(), "400"),
+        ("bad name token", b"GET / HTTP/1.1\r\nHost: t\r\nX(A): v\r\n\r\n".to_vec(), "400"),
+        ("NUL in a value", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n".to_vec(), "400"),
+        ("bare CR", b"GET / HTTP/1.1\r\nHost: t\rX-A: b\r\n\r\n".to_vec(), "400"),
+        ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n".to_vec(), "400"),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), "400"),
+        ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: t\r\n\r\n".to_vec(), "505"),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), "505"),
+        ("request line too long", long_line.into_bytes(), "414"),
+        ("too many headers", many_headers.into_bytes(), "431"),
+    ];
+    for (name, raw, status) in &cases {
+        let (line, closed) = send(server.addr(), raw);
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: got {line:?}"
+        );
+        assert!(
+            closed,
+            "{name}: the connection must be closed after the error"
+        );
+    }
+    // A well-formed pipelined pair is served in full, so the recorder works...
+    let (line, _) = send(
+        server.addr(),
+        b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    server.wait_log(|l| l.contains("app saw GET /first"), Duration::from_secs(5));
+    // ...and not one smuggled request reached the app, nor did any of the bad ones.
+    assert!(
+        !server.log().contains("app saw GET /smuggled"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.log().matches("app saw").count(),
+        1,
+        "{}",
+        server.log()
+    );
+    // The worker is fine.
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn response_rules_hold_whatever_the_app_yields() {
+    let server = ServerBuilder::new("basic:app").start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    // CR LF in a header value from the app: 500, and nothing of it on the wire.
+    let resp = c.get("/inject").unwrap();
+    assert_eq!(resp.status, 500);
+    assert!(
+        resp.header("set-cookie").is_none() && resp.header("x-evil").is_none(),
+        "{:?}",
+        resp.headers
+    );
+    server.wait_log(|l| l.contains("control character"), Duration::from_secs(5));
+    // 204 carries no body even when the app yields one; the connection stays usable.
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    let resp = c.get("/nocontent").unwrap();
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("content-length"), None, "{:?}", resp.headers);
+    assert_eq!(
+        c.get("/").unwrap().text(),
+        "Hello, World!\n",
+        "no stray body bytes before the next response"
+    );
+}
