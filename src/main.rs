@@ -78,6 +78,22 @@ fn main() -> ExitCode {
     exit_with(serve(&config))
 }
 
+/// CPython's fork protocol around each fork, when the master runs Python (--preload).
+#[derive(Default)]
+struct PythonFork(ferricorn_wsgi::ForkProtocol);
+
+impl ferricorn_master::ForkHooks for PythonFork {
+    fn before(&mut self) {
+        self.0.before();
+    }
+    fn after_parent(&mut self) {
+        self.0.after_parent();
+    }
+    fn after_child(&mut self) {
+        self.0.after_child();
+    }
+}
+
 /// gunicorn hooks that run in the master's moments (in a child Python).
 const MASTER_HOOKS: [&str; 3] = ["on_starting", "when_ready", "on_exit"];
 
@@ -205,6 +221,30 @@ fn serve(config: &Config) -> Exit {
         }
     }
     let app_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    // --preload: import the app here, before binding and forking; a failure stops
+    // the server with gunicorn's codes before any worker exists.
+    let preloaded = if config.preload {
+        let options = ferricorn_wsgi::PythonOptions {
+            app_dir: app_dir.clone(),
+            pythonpath: config.pythonpath.clone(),
+        };
+        match ferricorn_wsgi::preload(&options, &config.app, config.workers > 1) {
+            Ok(app) => Some(app),
+            Err(ferricorn_wsgi::PreloadError::Load(e)) => {
+                if let Some(detail) = &e.detail {
+                    log::debug!("while loading {}:\n{}", config.app, detail.trim_end());
+                }
+                error!("App failed to load: {}", e.message);
+                return Exit::Code(exit_code::APP_LOAD_FAILED);
+            }
+            Err(e) => {
+                error!("Worker failed to boot: {e}");
+                return Exit::Code(exit_code::WORKER_BOOT_FAILED);
+            }
+        }
+    } else {
+        None
+    };
     let (listeners, adopted) = match inherited {
         // After an upgrade: the same sockets, still open, and the old workers.
         Some(i) => (i.listeners, i.workers),
@@ -290,6 +330,7 @@ fn serve(config: &Config) -> Exit {
             child.status,
             child.scoreboard,
             child.slot,
+            preloaded.as_ref(),
         )
     };
     // HUP: the same command line and environment, read again from the start directory
@@ -311,6 +352,9 @@ fn serve(config: &Config) -> Exit {
         start,
         &mut reload,
         &mut spawn,
+        config
+            .preload
+            .then(|| Box::new(PythonFork::default()) as Box<dyn ferricorn_master::ForkHooks>),
     );
     if let Some(p) = pidfile {
         p.remove();

@@ -80,7 +80,7 @@ fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
     let dir = scratch("gunicorn-conf");
     std::fs::write(
         dir.join("gunicorn.conf.py"),
-        "import multiprocessing\n\nbind = '127.0.0.1:0'\nworkers = 1 + 1\naccesslog = '-'\nraw_env = ['FROM_CONF=yes']\npreload_app = True\nhelper = 'not a setting'\n\n\ndef post_fork(server, worker):\n    pass\n",
+        "import multiprocessing\n\nbind = '127.0.0.1:0'\nworkers = 1 + 1\naccesslog = '-'\nraw_env = ['FROM_CONF=yes']\nproc_name = 'web'\nhelper = 'not a setting'\n\n\ndef post_fork(server, worker):\n    pass\n",
     )
     .unwrap();
     let server = ServerBuilder::new("basic:app")
@@ -92,7 +92,7 @@ fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
     let log = server.log();
     assert_eq!(log.matches("Booting worker").count(), 2, "{log}");
     assert!(
-        log.contains("preload_app (from gunicorn.conf.py:7) is ignored"),
+        log.contains("proc_name (from gunicorn.conf.py:7) is ignored"),
         "{log}"
     );
     assert_eq!(
@@ -156,7 +156,6 @@ fn hup_rereads_the_config_file_and_a_broken_one_keeps_the_old() {
 fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
     let server = ServerBuilder::new("basic:app")
         .args(&[
-            "--preload",
             "--worker-tmp-dir",
             "/dev/shm",
             "--name",
@@ -170,7 +169,6 @@ fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
         .env("GUNICORN_CMD_ARGS", "--reuse-port")
         .start();
     for flag in [
-        "--preload (from the command line) is ignored",
         "--worker-tmp-dir (from the command line) is ignored",
         "--name (from",
         "--statsd-host (from",

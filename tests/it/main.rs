@@ -8,6 +8,7 @@ mod app_loading;
 mod compare;
 mod config;
 mod framing;
+mod preload;
 mod procfile;
 mod python;
 mod serving;

@@ -123,6 +123,10 @@ pub struct Cli {
     #[arg(long = "forwarded-allow-ips", value_name = "IPS")]
     pub forwarded_allow_ips: Option<String>,
 
+    /// Import the app in the master before forking workers: they share its memory (copy-on-write), and import-time work runs once. HUP then does not reload code.
+    #[arg(long = "preload")]
+    pub preload: bool,
+
     /// Development: restart workers when a loaded Python file (or --reload-extra-file) changes; an app that fails to load then serves its error until fixed.
     #[arg(long = "reload")]
     pub reload: bool,
@@ -219,6 +223,7 @@ impl Cli {
             reload_extra_files: (!self.reload_extra_file.is_empty())
                 .then(|| self.reload_extra_file.clone()),
             capture_output: self.capture_output.then_some(true),
+            preload_app: self.preload.then_some(true),
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,
@@ -248,8 +253,6 @@ pub struct GunicornCompat {
     pub proxy_protocol: Option<String>,
     #[arg(long = "proxy-allow-from", hide = true, value_name = "IPS")]
     pub proxy_allow_from: Option<String>,
-    #[arg(long = "preload", hide = true)]
-    pub preload: bool,
     #[arg(long = "reload-engine", hide = true, value_name = "ENGINE")]
     pub reload_engine: Option<String>,
     #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
@@ -355,12 +358,6 @@ impl GunicornCompat {
         let mut ignored = |flag: &str, why: &str| {
             warnings.push(format!("{flag} (from {source}) is ignored: {why}"))
         };
-        if self.preload {
-            ignored(
-                "--preload",
-                "the app is imported in each worker after fork (preloading is not supported yet)",
-            );
-        }
         if self.reload_engine.is_some() {
             ignored("--reload-engine", "--reload polls file modification times");
         }

@@ -67,6 +67,8 @@ pub struct Config {
     pub reload_extra_files: Vec<PathBuf>,
     /// `--capture-output`: the app's stdout goes to the error log.
     pub capture_output: bool,
+    /// `--preload`: the master imports the app before forking.
+    pub preload: bool,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub limit_request_body: u64,
@@ -304,6 +306,7 @@ impl Config {
                 .map(PathBuf::from)
                 .collect(),
             capture_output: s.capture_output.unwrap_or(false),
+            preload: s.preload_app.unwrap_or(false),
             header_timeout: non_negative("header_timeout", s.header_timeout, 30.0)?,
             body_timeout: non_negative("body_timeout", s.body_timeout, 30.0)?,
             limit_request_body: s.limit_request_body.unwrap_or(100 * 1024 * 1024),

@@ -345,6 +345,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "reload" => "--reload",
         "reload_extra_files" => "--reload-extra-file",
         "capture_output" => "--capture-output",
+        "preload_app" => "--preload",
         "header_timeout" => "--header-timeout",
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",

@@ -153,15 +153,12 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
         "threads" if matches!(value, Value::Num(_, n) if n.to_u128().unwrap_or(0) > 1) => {
             Refuse("threaded workers are not supported yet; use more workers")
         }
-        "preload_app" if truthy => Ignore(
-            "the app is imported in each worker after fork (preloading is not supported yet)",
+        "secure_scheme_headers" => Ignore(
+            "the scheme headers are gunicorn's defaults (X-Forwarded-Proto: https, X-Forwarded-Ssl: on, X-Forwarded-Protocol: ssl)",
         ),
-        "forwarded_allow_ips"
-        | "secure_scheme_headers"
-        | "forwarder_headers"
-        | "proxy_allow_ips" => Ignore("X-Forwarded-* headers are not trusted yet, from any peer"),
+        "forwarder_headers" | "proxy_allow_ips" => Ignore("not supported yet"),
         "worker_class" | "threads" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs"
-        | "proxy_protocol" | "preload_app" => return None,
+        | "proxy_protocol" => return None,
         "check_config" | "print_config" => {
             Ignore("use the --check-config and --print-config flags")
         }

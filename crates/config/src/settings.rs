@@ -113,6 +113,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_output: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_app: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<f64>,
@@ -162,6 +164,7 @@ pub const NAMES: &[&str] = &[
     "reload",
     "reload_extra_files",
     "capture_output",
+    "preload_app",
     "header_timeout",
     "body_timeout",
     "limit_request_body",
@@ -209,7 +212,7 @@ pub fn default_text(name: &str) -> &'static str {
         "errorlog" => "\"-\"",
         "raw_env" => "[]",
         "forwarded_allow_ips" => "\"127.0.0.1,::1\"",
-        "reload" | "capture_output" => "false",
+        "reload" | "capture_output" | "preload_app" => "false",
         "reload_extra_files" => "[]",
         "header_timeout" | "body_timeout" => "30",
         "limit_request_body" => "104857600",

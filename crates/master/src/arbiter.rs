@@ -40,6 +40,17 @@ pub struct ChildStart {
 /// The worker side of a fork: runs the worker and returns its exit code.
 pub type SpawnFn<'a> = dyn FnMut(&Config, ChildStart) -> u8 + 'a;
 
+/// Work around each fork that the process's embedded runtime needs (`--preload`:
+/// CPython's fork protocol). Without preload there is none.
+pub trait ForkHooks {
+    /// In the parent, just before `fork`.
+    fn before(&mut self);
+    /// In the parent, just after.
+    fn after_parent(&mut self);
+    /// In the child, just after, before anything else of the worker runs.
+    fn after_child(&mut self);
+}
+
 /// Read the configuration again (HUP): the same command line, environment and
 /// config file as at start. An error keeps the current configuration.
 pub type ReloadFn<'a> = dyn FnMut() -> Result<Config, String> + 'a;
@@ -69,8 +80,9 @@ pub fn run(
     start: Option<StartInfo>,
     reload: &mut ReloadFn<'_>,
     spawn: &mut SpawnFn<'_>,
+    fork_hooks: Option<Box<dyn ForkHooks>>,
 ) -> Exit {
-    match Master::new(config, listeners, adopted, start) {
+    match Master::new(config, listeners, adopted, start).map(|m| Master { fork_hooks, ..m }) {
         Ok(mut master) => master.run(reload, spawn),
         Err(e) => {
             error!("master failed to start: {e}");
@@ -122,6 +134,7 @@ struct Master {
     recycle: Option<Recycle>,
     last_timeout_check: Instant,
     start: Option<StartInfo>,
+    fork_hooks: Option<Box<dyn ForkHooks>>,
 }
 
 impl Master {
@@ -170,6 +183,7 @@ impl Master {
             recycle: None,
             last_timeout_check: now,
             start,
+            fork_hooks: None,
         })
     }
 
@@ -844,7 +858,22 @@ impl Master {
         let (status_read, status_write) = unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let id = self.next_worker_id;
         let old_mask = sys::block_all().map_err(|_| nix::Error::last())?;
+        if let Some(h) = self.fork_hooks.as_mut() {
+            h.before();
+        }
         let forked = fork_single_threaded();
+        match &forked {
+            Ok(ForkResult::Child) => {
+                if let Some(h) = self.fork_hooks.as_mut() {
+                    h.after_child();
+                }
+            }
+            _ => {
+                if let Some(h) = self.fork_hooks.as_mut() {
+                    h.after_parent();
+                }
+            }
+        }
         match forked {
             Ok(ForkResult::Child) => {
                 drop(status_read);

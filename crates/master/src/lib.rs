@@ -13,7 +13,7 @@ mod sys;
 pub mod upgrade;
 mod worker_table;
 
-pub use arbiter::{run, ChildStart, ReloadFn, SpawnFn};
+pub use arbiter::{run, ChildStart, ForkHooks, ReloadFn, SpawnFn};
 pub use listeners::{bind_all, BindError, Listener};
 pub use pidfile::{Pidfile, PidfileError};
 pub use upgrade::{take_inherited, Inherited, StartInfo};

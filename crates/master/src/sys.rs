@@ -6,16 +6,16 @@ use nix::unistd::{fork, ForkResult};
 
 /// Fork the master.
 ///
-/// Precondition (checked in debug builds): the process has exactly one thread, so no
+/// Precondition (checked, with a warning): the process has exactly one thread, so no
 /// lock can be held by a thread that would not exist in the child. The master never
 /// starts threads: its logger writes synchronously and its signal handling is a
 /// self-pipe polled by the loop.
 pub fn fork_single_threaded() -> nix::Result<ForkResult> {
-    debug_assert_eq!(
-        thread_count(),
-        Some(1),
-        "the master forked while running more than one thread"
-    );
+    // ferricorn's own master never has a second thread; with --preload, an app that
+    // starts threads at import does (gunicorn's --preload pitfall): say so.
+    if let Some(n) = thread_count().filter(|n| *n > 1) {
+        log::warn!("forking a worker while the master runs {n} threads (started by the preloaded app?); those threads do not exist in the worker");
+    }
     // SAFETY: single-threaded (see above), so the child is a consistent copy; the
     // caller blocks all signals around the call and the child resets handlers first.
     unsafe { fork() }

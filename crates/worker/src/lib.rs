@@ -80,6 +80,7 @@ pub fn run(
     status: OwnedFd,
     board: Scoreboard,
     slot: usize,
+    preloaded: Option<&App>,
 ) -> u8 {
     let status = std::fs::File::from(status);
     let mut status_for_boot = status.try_clone().ok();
@@ -115,7 +116,13 @@ pub fn run(
         app_dir: opts.app_dir.clone(),
         pythonpath: opts.pythonpath.clone(),
     };
-    if let Err(e) = ferricorn_wsgi::initialize(&python) {
+    // With --preload the interpreter already runs: this process is a fork of it.
+    let started = if preloaded.is_some() {
+        Ok(())
+    } else {
+        ferricorn_wsgi::initialize(&python)
+    };
+    if let Err(e) = started {
         report(Report::Failed {
             code: exit_code::WORKER_BOOT_FAILED,
             message: format!("Worker failed to boot: {e}"),
@@ -149,7 +156,17 @@ pub fn run(
         if let Some(h) = &hooks {
             h.post_fork(py);
         }
-        let mut app = match App::load(py, &opts.app, opts.multiprocess) {
+        let loaded = match preloaded {
+            Some(app) => {
+                ferricorn_wsgi::worker_after_preload(py);
+                app.clone_ref(py).map_err(|e| ferricorn_wsgi::AppLoadError {
+                    message: e.to_string(),
+                    detail: None,
+                })
+            }
+            None => App::load(py, &opts.app, opts.multiprocess),
+        };
+        let mut app = match loaded {
             Ok(app) => app,
             Err(e) if opts.reload => {
                 // Development: keep the server up, show the error, wait for a fix.

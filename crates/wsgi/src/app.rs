@@ -99,6 +99,18 @@ impl App {
         })
     }
 
+    /// A second handle on the same app (a worker forked from a preloading master
+    /// takes its own, with its own environ cache).
+    pub fn clone_ref(&self, py: Python<'_>) -> PyResult<App> {
+        Ok(App {
+            callable: self.callable.clone_ref(py),
+            environ: Environ::new(py, self.environ.multiprocess())?,
+            format_exception: self.format_exception.clone_ref(py),
+            hooks: None,
+            request_hooks: false,
+        })
+    }
+
     /// Run these hooks around each request (pre_request, post_request).
     pub fn set_hooks(&mut self, py: Python<'_>, hooks: Hooks) {
         self.request_hooks = hooks.has(py, "pre_request") || hooks.has(py, "post_request");

@@ -17,6 +17,7 @@ use crate::input::Input;
 const MAX_CACHED_KEYS: usize = 512;
 
 pub struct Environ {
+    multiprocess: bool,
     base: Py<PyDict>,
     keys: HashMap<Vec<u8>, Py<PyString>>,
     scratch: Vec<u8>,
@@ -38,10 +39,15 @@ impl Environ {
         )?;
         base.set_item("SCRIPT_NAME", "")?;
         Ok(Environ {
+            multiprocess,
             base: base.unbind(),
             keys: HashMap::new(),
             scratch: Vec::with_capacity(64),
         })
+    }
+
+    pub fn multiprocess(&self) -> bool {
+        self.multiprocess
     }
 
     pub fn build<'py>(

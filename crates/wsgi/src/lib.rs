@@ -10,10 +10,12 @@ mod hooks;
 mod input;
 mod interpreter;
 mod loader;
+mod preload;
 mod start_response;
 
 pub use app::{App, CallError, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
 pub use interpreter::{initialize, BootError, PythonOptions, BUILD_PYTHON, PYTHON_VERSION};
 pub use loader::AppLoadError;
+pub use preload::{preload, worker_after_preload, ForkProtocol, PreloadError};
 pub use pyo3::Python;
