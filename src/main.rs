@@ -274,7 +274,14 @@ fn serve(config: &Config) -> Exit {
         // tests/it/util waits for this line to learn the port.
         info!("Listening at: http://{} ({master_pid})", l.addr);
     }
-    info!("Using worker: sync");
+    info!(
+        "Using worker: {}",
+        if config.threads > 1 {
+            "gthread"
+        } else {
+            "sync"
+        }
+    );
     master_hook(config, "when_ready");
     let start_dir = start
         .as_ref()
@@ -302,6 +309,11 @@ fn serve(config: &Config) -> Exit {
             ),
             master_pid,
             trusted: config.forwarded_allow_ips.clone(),
+            accept_batch: if config.threads > 1 {
+                1
+            } else {
+                ferricorn_worker::ACCEPT_BATCH
+            },
         },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
@@ -321,6 +333,7 @@ fn serve(config: &Config) -> Exit {
         reload: config.reload,
         reload_extra_files: config.reload_extra_files.clone(),
         capture_output: config.capture_output,
+        threads: config.threads,
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);

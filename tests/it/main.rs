@@ -15,5 +15,6 @@ mod serving;
 mod signals;
 mod slow_clients;
 mod supervision;
+mod threads;
 mod upgrade;
 mod zero_downtime;

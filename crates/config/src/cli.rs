@@ -123,6 +123,10 @@ pub struct Cli {
     #[arg(long = "forwarded-allow-ips", value_name = "IPS")]
     pub forwarded_allow_ips: Option<String>,
 
+    /// Requests one worker serves concurrently: that many event loops (threads), each with its own connections, calling the app under the GIL [default: 1].
+    #[arg(long = "threads", value_name = "INT")]
+    pub threads: Option<u32>,
+
     /// Import the app in the master before forking workers: they share its memory (copy-on-write), and import-time work runs once. HUP then does not reload code.
     #[arg(long = "preload")]
     pub preload: bool,
@@ -224,6 +228,7 @@ impl Cli {
                 .then(|| self.reload_extra_file.clone()),
             capture_output: self.capture_output.then_some(true),
             preload_app: self.preload.then_some(true),
+            threads: self.threads,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,
@@ -305,8 +310,6 @@ pub struct GunicornCompat {
     pub casefold_http_method: bool,
     #[arg(short = 'k', long = "worker-class", hide = true, value_name = "CLASS")]
     pub worker_class: Option<String>,
-    #[arg(long = "threads", hide = true, value_name = "INT")]
-    pub threads: Option<u32>,
 }
 
 impl GunicornCompat {
@@ -343,16 +346,9 @@ impl GunicornCompat {
             return refuse("--proxy-protocol", p, "PROXY protocol is not supported yet; requests with a PROXY header would be refused");
         }
         if let Some(k) = &self.worker_class {
-            if k != "sync" {
-                return refuse("--worker-class", k, "only the sync worker exists yet (event-driven connections, one request at a time per worker); use -k sync or leave it out");
+            if k != "sync" && k != "gthread" {
+                return refuse("--worker-class", k, "ferricorn has sync and gthread workers (event-driven connections; --threads N for N concurrent requests per worker); use -k sync or -k gthread");
             }
-        }
-        if let Some(t) = self.threads.filter(|t| *t > 1) {
-            return refuse(
-                "--threads",
-                &t.to_string(),
-                "threaded workers are not supported yet; use more workers (-w)",
-            );
         }
         let mut warnings = Vec::new();
         let mut ignored = |flag: &str, why: &str| {
@@ -426,7 +422,7 @@ impl GunicornCompat {
             );
         }
         if self.worker_class.is_some() {
-            ignored("--worker-class sync", "the sync worker is the only one");
+            ignored("--worker-class", "the worker type follows --threads (1: sync, more: gthread), as gunicorn switches sync to gthread when --threads > 1");
         }
         Ok(warnings)
     }

@@ -69,6 +69,8 @@ pub struct Config {
     pub capture_output: bool,
     /// `--preload`: the master imports the app before forking.
     pub preload: bool,
+    /// `--threads`: concurrent requests (event loops) per worker.
+    pub threads: u32,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub limit_request_body: u64,
@@ -307,6 +309,17 @@ impl Config {
                 .collect(),
             capture_output: s.capture_output.unwrap_or(false),
             preload: s.preload_app.unwrap_or(false),
+            threads: match s.threads.unwrap_or(1) {
+                0 => {
+                    return Err(ConfigError::new(
+                        "threads",
+                        0,
+                        origin("threads"),
+                        "expected a positive integer",
+                    ))
+                }
+                n => n,
+            },
             header_timeout: non_negative("header_timeout", s.header_timeout, 30.0)?,
             body_timeout: non_negative("body_timeout", s.body_timeout, 30.0)?,
             limit_request_body: s.limit_request_body.unwrap_or(100 * 1024 * 1024),

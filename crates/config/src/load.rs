@@ -346,6 +346,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "reload_extra_files" => "--reload-extra-file",
         "capture_output" => "--capture-output",
         "preload_app" => "--preload",
+        "threads" => "--threads",
         "header_timeout" => "--header-timeout",
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",

@@ -147,17 +147,14 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
         "proxy_protocol" if truthy && !matches!(value, Value::String(_, s) if s == "off") => {
             Refuse("PROXY protocol is not supported yet")
         }
-        "worker_class" if !matches!(value, Value::String(_, s) if s == "sync") => {
-            Refuse("only the sync worker exists yet; use worker_class = \"sync\" or leave it out")
-        }
-        "threads" if matches!(value, Value::Num(_, n) if n.to_u128().unwrap_or(0) > 1) => {
-            Refuse("threaded workers are not supported yet; use more workers")
+        "worker_class" if !matches!(value, Value::String(_, s) if s == "sync" || s == "gthread") => {
+            Refuse("ferricorn has sync and gthread workers; use worker_class = \"sync\" or \"gthread\" (with threads = N)")
         }
         "secure_scheme_headers" => Ignore(
             "the scheme headers are gunicorn's defaults (X-Forwarded-Proto: https, X-Forwarded-Ssl: on, X-Forwarded-Protocol: ssl)",
         ),
         "forwarder_headers" | "proxy_allow_ips" => Ignore("not supported yet"),
-        "worker_class" | "threads" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs"
+        "worker_class" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs"
         | "proxy_protocol" => return None,
         "check_config" | "print_config" => {
             Ignore("use the --check-config and --print-config flags")

@@ -115,6 +115,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preload_app: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<f64>,
@@ -165,6 +167,7 @@ pub const NAMES: &[&str] = &[
     "reload_extra_files",
     "capture_output",
     "preload_app",
+    "threads",
     "header_timeout",
     "body_timeout",
     "limit_request_body",
@@ -218,6 +221,7 @@ pub fn default_text(name: &str) -> &'static str {
         "limit_request_body" => "104857600",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
+        "threads" => "1",
         "limit_request_line" => "4094",
         "limit_request_fields" => "100",
         "limit_request_field_size" => "8190",

@@ -24,7 +24,7 @@ use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, Hooks, PythonOptions};
 use log::{debug, error};
 use nix::sys::signal::SigSet;
-pub use server::Settings;
+pub use server::{Settings, ACCEPT_BATCH};
 
 /// Everything a worker needs besides its sockets.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub struct WorkerOptions {
     pub reload_extra_files: Vec<PathBuf>,
     /// `--capture-output`: the app's stdout goes where stderr goes.
     pub capture_output: bool,
+    /// `--threads`: event loops (each with its own connections) in this worker.
+    pub threads: u32,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -227,19 +229,36 @@ pub fn run(
                 return exit_code::WORKER_BOOT_FAILED;
             }
         };
+        let shared = std::sync::Arc::new(server::Shared::default());
+        // --threads: more loops, each with its own connections, calling the app
+        // under the GIL; a slow request on one does not hold up the others.
+        let helpers =
+            match start_helpers(py, &opts, &app, &listeners, &status, max_requests, &shared) {
+                Ok(h) => h,
+                Err(e) => {
+                    report(Report::Failed {
+                        code: exit_code::WORKER_BOOT_FAILED,
+                        message: format!("Worker failed to boot: cannot start threads: {e}"),
+                    });
+                    return exit_code::WORKER_BOOT_FAILED;
+                }
+            };
+        let role = server::Role {
+            signals: Some(signals),
+            board: Some((board, slot)),
+            reloader,
+            shared,
+        };
         let mut server = match server::Server::new(
             py,
             app,
             listeners,
-            signals,
+            role,
             settings,
-            board,
-            slot,
             status,
             max_requests,
             access,
             opts.error_log.clone(),
-            reloader,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -258,6 +277,13 @@ pub fn run(
         }
         report(Report::Ready);
         server.run();
+        // The helpers stop with this loop (shared stop flag); wait for them without
+        // holding the GIL they need to finish.
+        py.detach(|| {
+            for h in helpers {
+                let _ = h.join();
+            }
+        });
         if let Some(h) = server.app().hooks() {
             h.worker_exit(py);
         }
@@ -282,6 +308,78 @@ fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> 
         setuid(Uid::from_raw(uid)).map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
     }
     Ok(())
+}
+
+type Helper = std::thread::JoinHandle<()>;
+
+/// Start `--threads` − 1 more loops on copies of the listening sockets.
+fn start_helpers(
+    py: ferricorn_wsgi::Python<'_>,
+    opts: &WorkerOptions,
+    app: &App,
+    listeners: &[TcpListener],
+    status: &std::fs::File,
+    max_requests: Option<u64>,
+    shared: &std::sync::Arc<server::Shared>,
+) -> std::io::Result<Vec<Helper>> {
+    let extra = opts.threads.saturating_sub(1);
+    if extra == 0 {
+        return Ok(Vec::new());
+    }
+    app.set_multithread(py, true)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let format = opts
+        .access_log_format
+        .as_deref()
+        .unwrap_or(access_log::DEFAULT_FORMAT)
+        .to_string();
+    let mut helpers = Vec::new();
+    for n in 0..extra {
+        let app = app
+            .clone_ref(py)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        app.set_multithread(py, true)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let listeners: Vec<TcpListener> = listeners
+            .iter()
+            .map(TcpListener::try_clone)
+            .collect::<Result<_, _>>()?;
+        let status = status.try_clone()?;
+        let access = access_log::AccessLog::open(opts.access_log.as_deref(), &format)?;
+        let (settings, error_log, shared) = (
+            opts.settings.clone(),
+            opts.error_log.clone(),
+            shared.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("loop-{}", n + 1))
+            .spawn(move || {
+                ferricorn_wsgi::Python::attach(|py| {
+                    let role = server::Role {
+                        signals: None,
+                        board: None,
+                        reloader: None,
+                        shared,
+                    };
+                    match server::Server::new(
+                        py,
+                        app,
+                        listeners,
+                        role,
+                        settings,
+                        status,
+                        max_requests,
+                        access,
+                        error_log,
+                    ) {
+                        Ok(mut s) => s.run(),
+                        Err(e) => error!("worker thread failed to start: {e}"),
+                    }
+                })
+            })?;
+        helpers.push(handle);
+    }
+    Ok(helpers)
 }
 
 /// A random 0..=max, from the standard library's per-process random hash keys.

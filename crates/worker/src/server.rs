@@ -16,9 +16,11 @@ use ferricorn_wsgi::{App, CallError, Python, Request};
 use log::{debug, error, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Phase};
@@ -26,9 +28,10 @@ use crate::reloader::Reloader;
 use crate::responder::{RequestInfo, Responder};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
-const FIRST_LISTENER: usize = usize::MAX - 2;
-/// Connections accepted per wake-up before others get a turn.
-const ACCEPT_BATCH: usize = 32;
+const WAKER_TOKEN: Token = Token(usize::MAX - 2);
+const FIRST_LISTENER: usize = usize::MAX - 3;
+/// Connections accepted per wake-up before others get a turn (one loop per worker).
+pub const ACCEPT_BATCH: usize = 32;
 /// Output queued for a client before the worker stops reading its further requests.
 const HIGH_WATER: usize = 256 * 1024;
 /// Pipelined input buffered ahead of processing, at most.
@@ -39,6 +42,38 @@ const LINGER: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(500);
+
+/// State the loops of one worker share when it runs several (`--threads`).
+#[derive(Default)]
+pub struct Shared {
+    /// A graceful stop began (set by the loop that owns the signals).
+    pub stop: AtomicBool,
+    /// Requests answered by every loop of this worker.
+    pub served: AtomicU64,
+    /// Bumped on USR1: every loop reopens its access log.
+    pub reopen: AtomicU64,
+    /// Wake-ups of the other loops, to see `stop` and `reopen` at once.
+    pub wakers: Mutex<Vec<Arc<Waker>>>,
+}
+
+impl Shared {
+    fn wake_all(&self) {
+        if let Ok(wakers) = self.wakers.lock() {
+            for w in wakers.iter() {
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
+/// What one loop owns beyond connections: the main loop has the signals, the
+/// scoreboard slot and the reloader; the others (`--threads`) share the rest.
+pub struct Role {
+    pub signals: Option<SelfPipe>,
+    pub board: Option<(Scoreboard, usize)>,
+    pub reloader: Option<Reloader>,
+    pub shared: Arc<Shared>,
+}
 
 /// What the event loop needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -51,6 +86,10 @@ pub struct Settings {
     pub master_pid: i32,
     /// `--forwarded-allow-ips`.
     pub trusted: AllowList,
+    /// Connections taken per wake-up. With several loops in a worker, one at a
+    /// time, so a loop about to block in the app does not hoard connections that
+    /// an idle loop could serve.
+    pub accept_batch: usize,
 }
 
 pub struct Server<'py> {
@@ -58,7 +97,7 @@ pub struct Server<'py> {
     poll: Poll,
     listeners: Vec<Option<TcpListener>>,
     conns: Slab<Conn>,
-    signals: SelfPipe,
+    signals: Option<SelfPipe>,
     app: App,
     date: HttpDate,
     settings: Settings,
@@ -67,8 +106,9 @@ pub struct Server<'py> {
     accept_retry_at: Instant,
     last_sweep: Instant,
     scratch: Vec<u8>,
-    board: Scoreboard,
-    slot: usize,
+    board: Option<(Scoreboard, usize)>,
+    shared: Arc<Shared>,
+    reopened: u64,
     status: std::fs::File,
     /// Ask the master for a replacement after this many requests.
     max_requests: Option<u64>,
@@ -85,22 +125,31 @@ impl<'py> Server<'py> {
         py: Python<'py>,
         app: App,
         listeners: Vec<std::net::TcpListener>,
-        signals: SelfPipe,
+        role: Role,
         settings: Settings,
-        board: Scoreboard,
-        slot: usize,
         status: std::fs::File,
         max_requests: Option<u64>,
         access: AccessLog,
         error_log: Option<String>,
-        reloader: Option<Reloader>,
     ) -> io::Result<Server<'py>> {
+        let Role {
+            signals,
+            board,
+            reloader,
+            shared,
+        } = role;
         let poll = Poll::new()?;
-        poll.registry().register(
-            &mut SourceFd(&signals.read_fd()),
-            SIGNAL_TOKEN,
-            Interest::READABLE,
-        )?;
+        if let Some(signals) = &signals {
+            poll.registry().register(
+                &mut SourceFd(&signals.read_fd()),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        if let Ok(mut wakers) = shared.wakers.lock() {
+            wakers.push(waker);
+        }
         let mut mio_listeners = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
@@ -125,7 +174,8 @@ impl<'py> Server<'py> {
             last_sweep: now,
             scratch: Vec::new(),
             board,
-            slot,
+            shared,
+            reopened: 0,
             status,
             max_requests,
             served: 0,
@@ -164,12 +214,13 @@ impl<'py> Server<'py> {
                 }
             }
             self.date.refresh(SystemTime::now());
-            if let Some(slot) = self.board.slot(self.slot) {
+            if let Some(slot) = self.board.as_ref().and_then(|(b, i)| b.slot(*i)) {
                 slot.beat();
             }
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => self.on_signals(),
+                    WAKER_TOKEN => self.on_shared_change(),
                     Token(t)
                         if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER =>
                     {
@@ -192,13 +243,33 @@ impl<'py> Server<'py> {
     }
 
     fn on_signals(&mut self) {
-        for d in self.signals.drain() {
+        let delivered = self
+            .signals
+            .as_ref()
+            .map(SelfPipe::drain)
+            .unwrap_or_default();
+        for d in delivered {
             match d.signal {
                 Signal::SIGTERM => self.begin_stop("SIGTERM"),
-                Signal::SIGUSR1 => self.reopen_logs(),
+                Signal::SIGUSR1 => {
+                    self.shared.reopen.fetch_add(1, Ordering::SeqCst);
+                    self.shared.wake_all();
+                }
                 // HUP, USR2, TTIN, TTOU and WINCH are the master's business.
                 other => debug!("worker ignores {}", other.as_str()),
             }
+        }
+    }
+
+    /// Another loop of this worker asked for a stop or a log reopen.
+    fn on_shared_change(&mut self) {
+        if self.shared.stop.load(Ordering::SeqCst) {
+            self.begin_stop("stop of another loop");
+        }
+        let generation = self.shared.reopen.load(Ordering::SeqCst);
+        if generation != self.reopened {
+            self.reopened = generation;
+            self.reopen_logs();
         }
     }
 
@@ -221,6 +292,10 @@ impl<'py> Server<'py> {
             return;
         }
         self.stopping = true;
+        // The other loops of this worker (--threads) stop with this one.
+        if !self.shared.stop.swap(true, Ordering::SeqCst) {
+            self.shared.wake_all();
+        }
         debug!(
             "worker stopping ({why}), {} connections open",
             self.conns.len()
@@ -243,7 +318,7 @@ impl<'py> Server<'py> {
     }
 
     fn accept(&mut self, i: usize) {
-        for _ in 0..ACCEPT_BATCH {
+        for _ in 0..self.settings.accept_batch.max(1) {
             if self.stopping {
                 return;
             }
@@ -425,15 +500,17 @@ impl<'py> Server<'py> {
                         }
                     };
                     // A stop that arrived while the app ran still closes this connection.
-                    let stopping = self.stopping || self.signals.is_pending(Signal::SIGTERM);
+                    let stopping =
+                        self.stopping || stop_pending(&self.shared, self.signals.as_ref());
                     let ctx = Ctx {
                         py: self.py,
                         app: &mut self.app,
                         date: &self.date,
                         scratch: &mut self.scratch,
                         stopping,
-                        signals: &self.signals,
-                        slot: self.board.slot(self.slot),
+                        signals: self.signals.as_ref(),
+                        shared: &self.shared,
+                        slot: self.board.as_ref().and_then(|(b, i)| b.slot(*i)),
                         access: &mut self.access,
                         trusted: &self.settings.trusted,
                     };
@@ -447,7 +524,7 @@ impl<'py> Server<'py> {
     /// `--max-requests`: once reached, ask the master for a replacement (once) and
     /// keep serving until it sends TERM.
     fn count_request(&mut self) {
-        self.served += 1;
+        self.served = self.shared.served.fetch_add(1, Ordering::SeqCst) + 1;
         if self.max_requests == Some(self.served) {
             log::info!(
                 "Worker reached --max-requests ({} requests); asking for a replacement",
@@ -559,10 +636,16 @@ struct Ctx<'a, 'py> {
     date: &'a HttpDate,
     scratch: &'a mut Vec<u8>,
     stopping: bool,
-    signals: &'a SelfPipe,
+    signals: Option<&'a SelfPipe>,
+    shared: &'a Shared,
     slot: Option<&'a Slot>,
     access: &'a mut AccessLog,
     trusted: &'a AllowList,
+}
+
+/// A stop arrived that this loop has not acted on yet.
+fn stop_pending(shared: &Shared, signals: Option<&SelfPipe>) -> bool {
+    shared.stop.load(Ordering::SeqCst) || signals.is_some_and(|s| s.is_pending(Signal::SIGTERM))
 }
 
 /// Call the app for the complete request at the front of the input.
@@ -574,6 +657,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
         scratch,
         stopping,
         signals,
+        shared,
         slot,
         access,
         trusted,
@@ -634,7 +718,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
     }
     match result {
         Ok(()) => {
-            if signals.is_pending(Signal::SIGTERM) {
+            if stop_pending(shared, signals) {
                 responder.keep_alive = false;
             }
             let _ = responder.finish();

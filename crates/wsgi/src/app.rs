@@ -111,6 +111,11 @@ impl App {
         })
     }
 
+    /// `wsgi.multithread`: true when the worker runs several loops (`--threads`).
+    pub fn set_multithread(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.environ.set_base(py, "wsgi.multithread", on)
+    }
+
     /// Run these hooks around each request (pre_request, post_request).
     pub fn set_hooks(&mut self, py: Python<'_>, hooks: Hooks) {
         self.request_hooks = hooks.has(py, "pre_request") || hooks.has(py, "post_request");

@@ -46,6 +46,11 @@ impl Environ {
         })
     }
 
+    /// Change a constant entry (e.g. `wsgi.multithread` with `--threads`).
+    pub fn set_base(&self, py: Python<'_>, key: &str, value: bool) -> PyResult<()> {
+        self.base.bind(py).set_item(key, value)
+    }
+
     pub fn multiprocess(&self) -> bool {
         self.multiprocess
     }
