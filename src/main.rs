@@ -314,6 +314,7 @@ fn serve(config: &Config) -> Exit {
             } else {
                 ferricorn_worker::ACCEPT_BATCH
             },
+            proxy: config.proxy_protocol.clone(),
         },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,

@@ -714,6 +714,7 @@ const QUICK: Duration = Duration::from_millis(1900);
 
 #[test]
 fn compare_term() {
+    let _exclusive = crate::util::exclusive();
     let rows = run(Case::Term);
     // docs/signals.md: graceful stop, new connections refused at once, 143.
     let want = Want {
@@ -744,6 +745,7 @@ fn compare_term() {
 
 #[test]
 fn compare_group_term() {
+    let _exclusive = crate::util::exclusive();
     // Heroku, systemd: TERM to every process of the server.
     let rows = run(Case::GroupTerm);
     let want = Want {
@@ -771,6 +773,7 @@ fn compare_group_term() {
 
 #[test]
 fn compare_int() {
+    let _exclusive = crate::util::exclusive();
     let rows = run(Case::Int);
     // docs/signals.md: quick stop, the request is cut, 130.
     let want = Want {
@@ -801,6 +804,7 @@ fn compare_int() {
 
 #[test]
 fn compare_quit() {
+    let _exclusive = crate::util::exclusive();
     let rows = run(Case::Quit);
     // docs/signals.md: quick stop, as INT, 131.
     let want = Want {
@@ -829,6 +833,7 @@ fn compare_quit() {
 
 #[test]
 fn compare_hup() {
+    let _exclusive = crate::util::exclusive();
     let rows = run(Case::Hup);
     // docs/signals.md: reload; the old generation finishes its request.
     let want = Want {

@@ -125,3 +125,63 @@ fn response_rules_hold_whatever_the_app_yields() {
         "no stray body bytes before the next response"
     );
 }
+
+#[test]
+fn proxy_protocol_v1_and_v2_set_the_client_address_for_allowed_peers() {
+    let remote = |server: &crate::util::Server, prefix: &[u8]| -> (String, String) {
+        let mut c = http::Client::connect(server.addr()).unwrap();
+        let mut raw = prefix.to_vec();
+        raw.extend_from_slice(b"GET /env HTTP/1.1\r\nHost: t\r\n\r\n");
+        c.send(&raw).unwrap();
+        let resp = c.read_response(false).unwrap();
+        let text = resp.text();
+        let field = |k: &str| {
+            text.split(&format!("\"{k}\": \""))
+                .nth(1)
+                .map(|s| s.split('"').next().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        (
+            resp.status.to_string(),
+            format!("{}:{}", field("REMOTE_ADDR"), field("REMOTE_PORT")),
+        )
+    };
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--proxy-protocol"])
+        .start();
+    assert_eq!(
+        remote(&server, b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 443\r\n"),
+        ("200".into(), "203.0.113.9:40000".into())
+    );
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&[0u8; 16]);
+    v2.extend_from_slice(&[0x1f, 0x90, 0x01, 0xbb]);
+    assert_eq!(
+        remote(&server, &v2),
+        ("200".into(), "2001:db8::7:8080".into())
+    );
+    // Without a header the connection's own peer stands; a bad one is 400.
+    assert_eq!(
+        remote(&server, b"").1.split(':').next().unwrap(),
+        "127.0.0.1"
+    );
+    let (line, closed) = send(server.addr(), b"PROXY TCP4 1.2.3.4 nonsense 1 2\r\n");
+    assert!(line.starts_with("HTTP/1.1 400") && closed, "{line}");
+
+    // From a peer not in --proxy-allow-from, a PROXY header is refused (403).
+    let strict = ServerBuilder::new("basic:app")
+        .args(&["--proxy-protocol", "v1", "--proxy-allow-from", "10.0.0.0/8"])
+        .start();
+    let (line, closed) = send(
+        strict.addr(),
+        b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 443\r\n",
+    );
+    assert!(line.starts_with("HTTP/1.1 403") && closed, "{line}");
+}

@@ -110,6 +110,7 @@ fn term_exit_3_exits_3() {
 
 #[test]
 fn sigint_cuts_the_in_flight_request_and_dies_by_sigint() {
+    let _exclusive = crate::util::exclusive();
     let mut server = ServerBuilder::new("basic:app").start();
     let mut c = request_in_flight(&server);
     let sent = Instant::now();

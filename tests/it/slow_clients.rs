@@ -25,6 +25,7 @@ fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, V
 
 #[test]
 fn half_a_head_then_silence_is_closed_at_the_header_timeout() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app")
         .args(&["--header-timeout", "1"])
         .start();
@@ -45,6 +46,7 @@ fn half_a_head_then_silence_is_closed_at_the_header_timeout() {
 
 #[test]
 fn trickling_bytes_do_not_extend_the_header_timeout() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app")
         .args(&["--header-timeout", "1"])
         .start();
@@ -79,6 +81,7 @@ fn trickling_bytes_do_not_extend_the_header_timeout() {
 
 #[test]
 fn a_stalled_body_is_closed_at_the_body_timeout() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app")
         .args(&["--body-timeout", "1"])
         .start();
@@ -111,6 +114,7 @@ fn an_oversized_body_gets_413_before_it_is_read() {
 
 #[test]
 fn slowloris_clients_do_not_delay_a_normal_request() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").workers(2).start();
     // 200 connections that each send part of a head and then trickle.
     let mut slow: Vec<TcpStream> = (0..200)
@@ -137,6 +141,7 @@ fn slowloris_clients_do_not_delay_a_normal_request() {
 
 #[test]
 fn five_hundred_idle_keep_alive_connections_do_not_block_a_new_client() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").workers(2).start();
     let mut idle: Vec<Client> = Vec::new();
     for _ in 0..500 {

@@ -12,6 +12,7 @@ use crate::util::ServerBuilder;
 
 #[test]
 fn a_killed_worker_is_replaced_and_logged() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").start();
     let old: i32 = worker_pid(server.addr());
     let killed_at = Instant::now();

@@ -36,6 +36,7 @@ fn two_slow_requests_run_at_once_in_one_worker() {
 
 #[test]
 fn a_slow_request_does_not_block_the_other_threads_and_stops_are_still_graceful() {
+    let _exclusive = crate::util::exclusive();
     let mut server = ServerBuilder::new("basic:app")
         .args(&["--threads", "4"])
         .start();

@@ -15,6 +15,7 @@ const T: Duration = Duration::from_secs(15);
 
 #[test]
 fn usr2_under_load_keeps_the_pid_the_socket_and_every_request() {
+    let _exclusive = crate::util::exclusive();
     let dir = scratch("upgrade");
     let pidfile = dir.join("ferricorn.pid");
     let server = ServerBuilder::new("basic:app")

@@ -53,6 +53,7 @@ fn under_load(server: &crate::util::Server, act: impl FnOnce(), done: impl Fn() 
 
 #[test]
 fn hup_under_load_loses_nothing() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").workers(2).start();
     under_load(
         &server,
@@ -63,6 +64,7 @@ fn hup_under_load_loses_nothing() {
 
 #[test]
 fn max_requests_recycling_under_load_loses_nothing() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app")
         .workers(2)
         .args(&["--max-requests", "500", "--max-requests-jitter", "50"])
@@ -76,6 +78,7 @@ fn max_requests_recycling_under_load_loses_nothing() {
 
 #[test]
 fn ttou_under_load_loses_nothing() {
+    let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").workers(3).start();
     under_load(
         &server,
@@ -146,6 +149,7 @@ fn assert_clean(w: &Wrk, server: &crate::util::Server) {
 
 #[test]
 fn wrk_sees_no_error_through_a_hup_a_usr2_and_max_requests_recycling() {
+    let _exclusive = crate::util::exclusive();
     // As the issue asks: ~10 s of wrk with 64 connections around each change.
     let server = ServerBuilder::new("basic:app").workers(2).start();
     let w = wrk_during(server.addr(), 8, || server.signal(Signal::SIGHUP));

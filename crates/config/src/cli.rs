@@ -123,6 +123,14 @@ pub struct Cli {
     #[arg(long = "forwarded-allow-ips", value_name = "IPS")]
     pub forwarded_allow_ips: Option<String>,
 
+    /// Accept a PROXY protocol header (v1 or v2) from --proxy-allow-from peers: REMOTE_ADDR/PORT become the client's. `off`, `v1`, `v2`, `auto` (the bare flag: either).
+    #[arg(long = "proxy-protocol", num_args = 0..=1, default_missing_value = "auto", value_name = "MODE")]
+    pub proxy_protocol: Option<String>,
+
+    /// Peers allowed to send a PROXY header (others get 403): `*`, or IPs and CIDRs [default: 127.0.0.1,::1].
+    #[arg(long = "proxy-allow-from", value_name = "IPS")]
+    pub proxy_allow_from: Option<String>,
+
     /// Requests one worker serves concurrently: that many event loops (threads), each with its own connections, calling the app under the GIL [default: 1].
     #[arg(long = "threads", value_name = "INT")]
     pub threads: Option<u32>,
@@ -229,6 +237,8 @@ impl Cli {
             capture_output: self.capture_output.then_some(true),
             preload_app: self.preload.then_some(true),
             threads: self.threads,
+            proxy_protocol: self.proxy_protocol.clone().map(StrOrList::Str),
+            proxy_allow_ips: self.proxy_allow_from.clone().map(StrOrList::Str),
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,
@@ -254,10 +264,6 @@ pub struct GunicornCompat {
     pub keyfile: Option<String>,
     #[arg(long = "ca-certs", hide = true, value_name = "FILE")]
     pub ca_certs: Option<String>,
-    #[arg(long = "proxy-protocol", hide = true, num_args = 0..=1, default_missing_value = "auto", value_name = "MODE")]
-    pub proxy_protocol: Option<String>,
-    #[arg(long = "proxy-allow-from", hide = true, value_name = "IPS")]
-    pub proxy_allow_from: Option<String>,
     #[arg(long = "reload-engine", hide = true, value_name = "ENGINE")]
     pub reload_engine: Option<String>,
     #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
@@ -337,13 +343,6 @@ impl GunicornCompat {
             if let Some(v) = v {
                 return refuse(flag, v, "ferricorn does not terminate TLS; put a TLS proxy (nginx, a load balancer) in front");
             }
-        }
-        if let Some(p) = self
-            .proxy_protocol
-            .as_ref()
-            .filter(|p| *p != "off" && *p != "false")
-        {
-            return refuse("--proxy-protocol", p, "PROXY protocol is not supported yet; requests with a PROXY header would be refused");
         }
         if let Some(k) = &self.worker_class {
             if k != "sync" && k != "gthread" {

@@ -71,6 +71,8 @@ pub struct Config {
     pub preload: bool,
     /// `--threads`: concurrent requests (event loops) per worker.
     pub threads: u32,
+    /// `--proxy-protocol`: the peers allowed to send a PROXY header; None = off.
+    pub proxy_protocol: Option<ferricorn_http::AllowList>,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub limit_request_body: u64,
@@ -264,6 +266,32 @@ impl Config {
                 (None, Some(v)) => (v, Source::Env("FORWARDED_ALLOW_IPS".into())),
                 (None, None) => ("127.0.0.1,::1".to_string(), Source::Default),
             };
+        let proxy_on = match s.proxy_protocol.as_ref().map(StrOrList::joined) {
+            None => false,
+            Some(m) => match m.to_ascii_lowercase().as_str() {
+                "off" | "false" | "" => false,
+                "v1" | "v2" | "auto" | "true" | "on" => true,
+                _ => {
+                    return Err(ConfigError::new(
+                        "proxy_protocol",
+                        &m,
+                        origin("proxy_protocol"),
+                        "expected off, v1, v2 or auto",
+                    ))
+                }
+            },
+        };
+        let proxy_protocol = if proxy_on {
+            let text = s
+                .proxy_allow_ips
+                .as_ref()
+                .map_or_else(|| "127.0.0.1,::1".to_string(), StrOrList::joined);
+            Some(text.parse::<ferricorn_http::AllowList>().map_err(|e| {
+                ConfigError::new("proxy_allow_ips", &text, origin("proxy_allow_ips"), e)
+            })?)
+        } else {
+            None
+        };
         let forwarded_allow_ips: ferricorn_http::AllowList =
             allow_text.parse().map_err(|e: String| {
                 ConfigError::new("forwarded_allow_ips", &allow_text, allow_origin, e)
@@ -309,6 +337,7 @@ impl Config {
                 .collect(),
             capture_output: s.capture_output.unwrap_or(false),
             preload: s.preload_app.unwrap_or(false),
+            proxy_protocol,
             threads: match s.threads.unwrap_or(1) {
                 0 => {
                     return Err(ConfigError::new(

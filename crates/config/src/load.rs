@@ -347,6 +347,8 @@ pub fn flag_for(key: &str) -> &'static str {
         "capture_output" => "--capture-output",
         "preload_app" => "--preload",
         "threads" => "--threads",
+        "proxy_protocol" => "--proxy-protocol",
+        "proxy_allow_ips" => "--proxy-allow-from",
         "header_timeout" => "--header-timeout",
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",

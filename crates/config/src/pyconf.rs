@@ -144,18 +144,14 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
         "keyfile" | "certfile" | "ca_certs" if truthy => {
             Refuse("ferricorn does not terminate TLS; put a TLS proxy in front")
         }
-        "proxy_protocol" if truthy && !matches!(value, Value::String(_, s) if s == "off") => {
-            Refuse("PROXY protocol is not supported yet")
-        }
         "worker_class" if !matches!(value, Value::String(_, s) if s == "sync" || s == "gthread") => {
             Refuse("ferricorn has sync and gthread workers; use worker_class = \"sync\" or \"gthread\" (with threads = N)")
         }
         "secure_scheme_headers" => Ignore(
             "the scheme headers are gunicorn's defaults (X-Forwarded-Proto: https, X-Forwarded-Ssl: on, X-Forwarded-Protocol: ssl)",
         ),
-        "forwarder_headers" | "proxy_allow_ips" => Ignore("not supported yet"),
-        "worker_class" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs"
-        | "proxy_protocol" => return None,
+        "forwarder_headers" => Ignore("not supported yet"),
+        "worker_class" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs" => return None,
         "check_config" | "print_config" => {
             Ignore("use the --check-config and --print-config flags")
         }

@@ -116,6 +116,15 @@ pub struct Settings {
     pub preload_app: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    /// `off`, `v1`, `v2`, `auto` (a gunicorn.conf.py may say True/False).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "bool_or_str"
+    )]
+    pub proxy_protocol: Option<StrOrList>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_allow_ips: Option<StrOrList>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,10 +177,26 @@ pub const NAMES: &[&str] = &[
     "capture_output",
     "preload_app",
     "threads",
+    "proxy_protocol",
+    "proxy_allow_ips",
     "header_timeout",
     "body_timeout",
     "limit_request_body",
 ];
+
+fn bool_or_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StrOrList>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Bool(bool),
+        Str(String),
+    }
+    Ok(Some(match Form::deserialize(d)? {
+        Form::Bool(true) => StrOrList::Str("auto".into()),
+        Form::Bool(false) => StrOrList::Str("off".into()),
+        Form::Str(s) => StrOrList::Str(s),
+    }))
+}
 
 fn on_signal_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
@@ -222,6 +247,8 @@ pub fn default_text(name: &str) -> &'static str {
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "threads" => "1",
+        "proxy_protocol" => "\"off\"",
+        "proxy_allow_ips" => "\"127.0.0.1,::1\"",
         "limit_request_line" => "4094",
         "limit_request_fields" => "100",
         "limit_request_field_size" => "8190",

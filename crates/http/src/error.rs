@@ -25,6 +25,9 @@ pub enum HttpError {
     /// 505: an HTTP version other than 1.0 and 1.1 (including the HTTP/2 preface).
     #[error("HTTP version not supported")]
     VersionNotSupported,
+    /// 403: a PROXY protocol header from a peer not in `--proxy-allow-from`.
+    #[error("PROXY header from a peer that is not allowed to send one")]
+    ProxyForbidden,
 }
 
 impl HttpError {
@@ -37,6 +40,7 @@ impl HttpError {
             HttpError::BodyTooLarge => 413,
             HttpError::NotImplemented => 501,
             HttpError::VersionNotSupported => 505,
+            HttpError::ProxyForbidden => 403,
         }
     }
 
@@ -49,6 +53,7 @@ impl HttpError {
             HttpError::BodyTooLarge => "Content Too Large",
             HttpError::NotImplemented => "Not Implemented",
             HttpError::VersionNotSupported => "HTTP Version Not Supported",
+            HttpError::ProxyForbidden => "Forbidden",
         }
     }
 }

@@ -24,6 +24,7 @@ mod date;
 mod error;
 mod forwarded;
 mod head;
+mod proxy;
 mod response;
 
 pub use chunked::{ChunkStatus, ChunkedDecoder};
@@ -31,6 +32,7 @@ pub use date::HttpDate;
 pub use error::HttpError;
 pub use forwarded::{forwarded_scheme, AllowList};
 pub use head::{parse_head, Framing, Head, Limits, Parsed};
+pub use proxy::{parse_proxy, ProxyParsed, ProxySource};
 pub use response::{
     write_chunk, write_error, write_head, write_last_chunk, ResponseFraming, ResponseHead,
 };

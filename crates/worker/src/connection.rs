@@ -45,6 +45,8 @@ pub struct Conn {
     pub deadline: Instant,
     /// Requests answered on this connection.
     pub served: u64,
+    /// `--proxy-protocol`: the start of the connection was checked for a PROXY header.
+    pub proxy_checked: bool,
 }
 
 impl Conn {
@@ -65,6 +67,7 @@ impl Conn {
             want_write: false,
             deadline,
             served: 0,
+            proxy_checked: false,
         }
     }
 

@@ -7,8 +7,8 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferricorn_http::{
-    forwarded_scheme, parse_head, write_error, AllowList, ChunkStatus, ChunkedDecoder, Framing,
-    HttpDate, HttpError, Limits, Parsed,
+    forwarded_scheme, parse_head, parse_proxy, write_error, AllowList, ChunkStatus, ChunkedDecoder,
+    Framing, HttpDate, HttpError, Limits, Parsed, ProxyParsed, ProxySource,
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{Report, SelfPipe, Signal};
@@ -90,6 +90,8 @@ pub struct Settings {
     /// time, so a loop about to block in the app does not hoard connections that
     /// an idle loop could serve.
     pub accept_batch: usize,
+    /// `--proxy-protocol`: peers allowed to send a PROXY header; None = off.
+    pub proxy: Option<AllowList>,
 }
 
 pub struct Server<'py> {
@@ -455,6 +457,30 @@ impl<'py> Server<'py> {
                 Phase::Head => {
                     if conn.inbuf.is_empty() {
                         return;
+                    }
+                    if let Some(allowed) =
+                        self.settings.proxy.as_ref().filter(|_| !conn.proxy_checked)
+                    {
+                        match parse_proxy(conn.inbuf.bytes()) {
+                            Ok(ProxyParsed::Partial) => return,
+                            Ok(ProxyParsed::Absent) => conn.proxy_checked = true,
+                            Ok(ProxyParsed::Present(_, _)) if !allowed.contains(conn.peer.ip()) => {
+                                reject(conn, HttpError::ProxyForbidden, &self.date);
+                                return;
+                            }
+                            Ok(ProxyParsed::Present(source, len)) => {
+                                if let ProxySource::Client(client) = source {
+                                    conn.peer = client;
+                                }
+                                conn.inbuf.consume(len);
+                                conn.proxy_checked = true;
+                                continue;
+                            }
+                            Err(e) => {
+                                reject(conn, e, &self.date);
+                                return;
+                            }
+                        }
                     }
                     match parse_head(conn.inbuf.bytes(), &self.settings.limits, &mut conn.head) {
                         Ok(Parsed::Partial) => return,

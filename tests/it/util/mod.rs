@@ -27,6 +27,17 @@ pub fn apps_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps")
 }
 
+static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by tests that saturate the machine (wrk) and by tests whose assertions
+/// include a time bound (comparisons, slow clients), so that one never runs while
+/// the other does: on 2 cores, a wrk run beside a timing check makes it flaky.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    CPU_HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A fresh, empty directory for one test's files, under cargo's test tmp dir.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
