@@ -248,13 +248,15 @@ fn serve(config: &Config) -> Exit {
     let (listeners, adopted) = match inherited {
         // After an upgrade: the same sockets, still open, and the old workers.
         Some(i) => (i.listeners, i.workers),
-        None => match ferricorn_master::bind_all(&config.binds, config.backlog) {
-            Ok(l) => (l, Vec::new()),
-            Err(e) => {
-                error!("{e}");
-                return Exit::Code(exit_code::BIND_FAILED);
+        None => {
+            match ferricorn_master::bind_all(&config.binds, config.backlog, config.reuse_port) {
+                Ok(l) => (l, Vec::new()),
+                Err(e) => {
+                    error!("{e}");
+                    return Exit::Code(exit_code::BIND_FAILED);
+                }
             }
-        },
+        }
     };
     let master_pid = std::process::id() as i32;
     let pidfile = match config
@@ -335,6 +337,10 @@ fn serve(config: &Config) -> Exit {
         reload_extra_files: config.reload_extra_files.clone(),
         capture_output: config.capture_output,
         threads: config.threads,
+        title: config
+            .proc_name
+            .as_ref()
+            .map(|n| format!("ferricorn: worker [{n}]")),
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);
@@ -359,6 +365,10 @@ fn serve(config: &Config) -> Exit {
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
         result
     };
+    if let Some(name) = &config.proc_name {
+        // Last: everything that reads this process's own arguments has read them.
+        ferricorn_signals::title::set_title(&format!("ferricorn: master [{name}]"));
+    }
     let exit = ferricorn_master::run(
         config.clone(),
         listeners,

@@ -80,7 +80,7 @@ fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
     let dir = scratch("gunicorn-conf");
     std::fs::write(
         dir.join("gunicorn.conf.py"),
-        "import multiprocessing\n\nbind = '127.0.0.1:0'\nworkers = 1 + 1\naccesslog = '-'\nraw_env = ['FROM_CONF=yes']\nproc_name = 'web'\nhelper = 'not a setting'\n\n\ndef post_fork(server, worker):\n    pass\n",
+        "import multiprocessing\n\nbind = '127.0.0.1:0'\nworkers = 1 + 1\naccesslog = '-'\nraw_env = ['FROM_CONF=yes']\nstatsd_host = 'localhost:8125'\nhelper = 'not a setting'\n\n\ndef post_fork(server, worker):\n    pass\n",
     )
     .unwrap();
     let server = ServerBuilder::new("basic:app")
@@ -92,7 +92,7 @@ fn a_gunicorn_conf_py_is_read_as_gunicorn_reads_it() {
     let log = server.log();
     assert_eq!(log.matches("Booting worker").count(), 2, "{log}");
     assert!(
-        log.contains("proc_name (from gunicorn.conf.py:7) is ignored"),
+        log.contains("statsd_host (from gunicorn.conf.py:7) is ignored"),
         "{log}"
     );
     assert_eq!(
@@ -158,8 +158,6 @@ fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
         .args(&[
             "--worker-tmp-dir",
             "/dev/shm",
-            "--name",
-            "web",
             "--statsd-host",
             "localhost:8125",
             "-k",
@@ -170,7 +168,6 @@ fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
         .start();
     for flag in [
         "--worker-tmp-dir (from the command line) is ignored",
-        "--name (from",
         "--statsd-host (from",
         "--reuse-port (from GUNICORN_CMD_ARGS) is ignored",
     ] {

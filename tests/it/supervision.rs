@@ -439,3 +439,29 @@ fn usr1_and_winch_to_the_master_keep_it_serving() {
     );
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
 }
+
+#[test]
+fn name_sets_the_process_titles_and_reuse_port_lets_another_bind() {
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--name", "shop", "--reuse-port"])
+        .start();
+    let cmdline = |pid: i32| {
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    assert_eq!(cmdline(server.pid), "ferricorn: master [shop]");
+    assert_eq!(
+        cmdline(worker_pid(server.addr())),
+        "ferricorn: worker [shop]"
+    );
+    // HUP still re-reads the real command line (it was read before the title).
+    server.signal(Signal::SIGHUP);
+    server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
+    // SO_REUSEPORT: a second socket can bind the same address.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    other
+        .bind(&server.addr().into())
+        .expect("--reuse-port lets another socket bind the port");
+}

@@ -131,6 +131,14 @@ pub struct Cli {
     #[arg(long = "proxy-allow-from", value_name = "IPS")]
     pub proxy_allow_from: Option<String>,
 
+    /// Process title base: `ps` shows `ferricorn: master [NAME]` and `ferricorn: worker [NAME]`.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Set SO_REUSEPORT on the listening sockets, so another server (a new deploy) can bind the same port alongside.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
     /// Requests one worker serves concurrently: that many event loops (threads), each with its own connections, calling the app under the GIL [default: 1].
     #[arg(long = "threads", value_name = "INT")]
     pub threads: Option<u32>,
@@ -237,6 +245,8 @@ impl Cli {
             capture_output: self.capture_output.then_some(true),
             preload_app: self.preload.then_some(true),
             threads: self.threads,
+            proc_name: self.name.clone(),
+            reuse_port: self.reuse_port.then_some(true),
             proxy_protocol: self.proxy_protocol.clone().map(StrOrList::Str),
             proxy_allow_ips: self.proxy_allow_from.clone().map(StrOrList::Str),
             header_timeout: self.header_timeout,
@@ -268,10 +278,6 @@ pub struct GunicornCompat {
     pub reload_engine: Option<String>,
     #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
     pub worker_tmp_dir: Option<String>,
-    #[arg(short = 'n', long = "name", hide = true, value_name = "NAME")]
-    pub name: Option<String>,
-    #[arg(long = "reuse-port", hide = true)]
-    pub reuse_port: bool,
     #[arg(long = "no-sendfile", hide = true)]
     pub no_sendfile: bool,
     #[arg(long = "initgroups", hide = true)]
@@ -361,12 +367,6 @@ impl GunicornCompat {
                 "--worker-tmp-dir",
                 "worker heartbeats use shared memory, not files",
             );
-        }
-        if self.name.is_some() {
-            ignored("--name", "process titles are not set");
-        }
-        if self.reuse_port {
-            ignored("--reuse-port", "workers share the master's sockets");
         }
         if self.no_sendfile {
             ignored("--no-sendfile", "sendfile is not used");

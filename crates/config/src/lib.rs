@@ -71,6 +71,10 @@ pub struct Config {
     pub preload: bool,
     /// `--threads`: concurrent requests (event loops) per worker.
     pub threads: u32,
+    /// `--name`: process titles `ferricorn: master [NAME]` / `worker [NAME]`.
+    pub proc_name: Option<String>,
+    /// `--reuse-port`: SO_REUSEPORT on the listening sockets.
+    pub reuse_port: bool,
     /// `--proxy-protocol`: the peers allowed to send a PROXY header; None = off.
     pub proxy_protocol: Option<ferricorn_http::AllowList>,
     pub header_timeout: Duration,
@@ -337,6 +341,8 @@ impl Config {
                 .collect(),
             capture_output: s.capture_output.unwrap_or(false),
             preload: s.preload_app.unwrap_or(false),
+            proc_name: s.proc_name.clone(),
+            reuse_port: s.reuse_port.unwrap_or(false),
             proxy_protocol,
             threads: match s.threads.unwrap_or(1) {
                 0 => {

@@ -347,6 +347,8 @@ pub fn flag_for(key: &str) -> &'static str {
         "capture_output" => "--capture-output",
         "preload_app" => "--preload",
         "threads" => "--threads",
+        "proc_name" => "--name",
+        "reuse_port" => "--reuse-port",
         "proxy_protocol" => "--proxy-protocol",
         "proxy_allow_ips" => "--proxy-allow-from",
         "header_timeout" => "--header-timeout",

@@ -116,6 +116,10 @@ pub struct Settings {
     pub preload_app: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proc_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse_port: Option<bool>,
     /// `off`, `v1`, `v2`, `auto` (a gunicorn.conf.py may say True/False).
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -177,6 +181,8 @@ pub const NAMES: &[&str] = &[
     "capture_output",
     "preload_app",
     "threads",
+    "proc_name",
+    "reuse_port",
     "proxy_protocol",
     "proxy_allow_ips",
     "header_timeout",
@@ -247,6 +253,8 @@ pub fn default_text(name: &str) -> &'static str {
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "threads" => "1",
+        "proc_name" => "none",
+        "reuse_port" => "false",
         "proxy_protocol" => "\"off\"",
         "proxy_allow_ips" => "\"127.0.0.1,::1\"",
         "limit_request_line" => "4094",

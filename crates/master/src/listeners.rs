@@ -26,7 +26,11 @@ pub enum BindError {
 }
 
 /// Bind every address of every `Bind` (a host name may resolve to several).
-pub fn bind_all(binds: &[Bind], backlog: i32) -> Result<Vec<Listener>, BindError> {
+pub fn bind_all(
+    binds: &[Bind],
+    backlog: i32,
+    reuse_port: bool,
+) -> Result<Vec<Listener>, BindError> {
     let mut out: Vec<Listener> = Vec::new();
     for bind in binds {
         let Bind::Tcp { host, port } = bind;
@@ -41,7 +45,7 @@ pub fn bind_all(binds: &[Bind], backlog: i32) -> Result<Vec<Listener>, BindError
             if out.iter().any(|l| l.addr == addr) {
                 continue;
             }
-            let socket = listen(addr, backlog).map_err(|source| BindError::Bind {
+            let socket = listen(addr, backlog, reuse_port).map_err(|source| BindError::Bind {
                 bind: bind.to_string(),
                 addr,
                 source,
@@ -53,10 +57,14 @@ pub fn bind_all(binds: &[Bind], backlog: i32) -> Result<Vec<Listener>, BindError
     Ok(out)
 }
 
-fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Restarts must not wait for TIME_WAIT connections of the previous process.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // --reuse-port: another server may bind the same port beside this one.
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // `[::]` and `0.0.0.0` can then both be bound, as separate sockets.
         socket.set_only_v6(true)?;

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod report;
 pub mod scoreboard;
 pub mod sys;
+pub mod title;
 
 pub use nix::sys::signal::Signal;
 pub use policy::{

@@ -57,6 +57,8 @@ pub struct WorkerOptions {
     pub capture_output: bool,
     /// `--threads`: event loops (each with its own connections) in this worker.
     pub threads: u32,
+    /// `--name`: the process title, set once Python has read the arguments.
+    pub title: Option<String>,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -274,6 +276,9 @@ pub fn run(
             if let Err(e) = nix::unistd::dup2_stdout(std::io::stderr()) {
                 error!("--capture-output: cannot redirect stdout: {e}");
             }
+        }
+        if let Some(t) = &opts.title {
+            ferricorn_signals::title::set_title(t);
         }
         report(Report::Ready);
         server.run();
