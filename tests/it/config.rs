@@ -164,12 +164,12 @@ fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
             "sync",
             "--no-control-socket",
         ])
-        .env("GUNICORN_CMD_ARGS", "--reuse-port")
+        .env("GUNICORN_CMD_ARGS", "--no-sendfile")
         .start();
     for flag in [
         "--worker-tmp-dir (from the command line) is ignored",
         "--statsd-host (from",
-        "--reuse-port (from GUNICORN_CMD_ARGS) is ignored",
+        "--no-sendfile (from GUNICORN_CMD_ARGS) is ignored",
     ] {
         assert!(
             server
