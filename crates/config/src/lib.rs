@@ -145,6 +145,9 @@ impl Config {
                 }
             }
         }
+        if merged.settings.preload_app == Some(true) && merged.settings.reload == Some(true) {
+            warnings.push("--reload with --preload restarts workers on a change, but they fork from the code the master imported: restart or send USR2 to load new code".into());
+        }
         let resolved = resolved_table(&merged, env);
         let mut raw_env = Vec::new();
         // The -e flags are part of the command line layer, so they are in `raw_env`
