@@ -22,7 +22,9 @@ def hello(environ, start_response):
 
 
 def echo(environ, start_response):
-    body = environ["wsgi.input"].read()
+    # An explicit size: wsgiref.validate (tests/apps/validated.py) insists on one.
+    length = environ.get("CONTENT_LENGTH")
+    body = environ["wsgi.input"].read(int(length) if length else -1)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return [body]
 

@@ -17,4 +17,5 @@ mod slow_clients;
 mod supervision;
 mod threads;
 mod upgrade;
+mod wsgi;
 mod zero_downtime;

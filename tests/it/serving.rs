@@ -155,6 +155,15 @@ fn app_exception_gives_500_and_the_worker_keeps_serving() {
         |l| l.contains("Error handling request GET /error"),
         Duration::from_secs(5),
     );
+    // The whole traceback, down to the line that raised.
+    server.wait_log(
+        |l| l.contains("Traceback (most recent call last)"),
+        Duration::from_secs(5),
+    );
+    server.wait_log(
+        |l| l.contains("basic.py") && l.contains("in error"),
+        Duration::from_secs(5),
+    );
     server.wait_log(
         |l| l.contains("RuntimeError: boom from the test app"),
         Duration::from_secs(5),

@@ -220,13 +220,7 @@ impl App {
     }
 
     fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {
-        let traceback = self
-            .format_exception
-            .bind(py)
-            .call1((err.value(py),))
-            .and_then(|lines| lines.extract::<Vec<String>>())
-            .map(|lines| lines.concat())
-            .unwrap_or_else(|_| err.to_string());
+        let traceback = format_traceback(py, self.format_exception.bind(py), &err);
         CallError::App {
             traceback: traceback.trim_end().to_string(),
             headers_sent,
@@ -258,4 +252,23 @@ fn send_head(
         sink.write(&written).map_err(CallError::Client)?;
     }
     Ok(())
+}
+
+/// The full Python traceback of `err`. pyo3 keeps the traceback beside the
+/// exception value (before 3.12 the value's `__traceback__` may be unset), so it is
+/// passed explicitly: `format_exception(type, value, traceback)`.
+pub(crate) fn format_traceback(
+    py: Python<'_>,
+    format_exception: &Bound<'_, PyAny>,
+    err: &PyErr,
+) -> String {
+    let tb = err
+        .traceback(py)
+        .map(|t| t.into_any())
+        .unwrap_or_else(|| py.None().into_bound(py));
+    format_exception
+        .call1((err.get_type(py), err.value(py), tb))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat())
+        .unwrap_or_else(|_| err.to_string())
 }

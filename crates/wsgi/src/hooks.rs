@@ -157,13 +157,7 @@ impl Hooks {
     }
 
     fn log_error(&self, py: Python<'_>, name: &str, e: PyErr) {
-        let tb = self
-            .format_exception
-            .bind(py)
-            .call1((e.value(py),))
-            .and_then(|l| l.extract::<Vec<String>>())
-            .map(|l| l.concat())
-            .unwrap_or_else(|_| e.to_string());
+        let tb = crate::app::format_traceback(py, self.format_exception.bind(py), &e);
         log::error!("Exception in the {name} hook\n{}", tb.trim_end());
     }
 }

@@ -1,0 +1,40 @@
+//! PEP 3333 as Python itself checks it (`wsgiref.validate`), on the real server.
+
+use std::time::Duration;
+
+use crate::util::http::{self, Client};
+use crate::util::ServerBuilder;
+
+#[test]
+fn wsgiref_validate_finds_nothing_to_complain_about() {
+    let server = ServerBuilder::new("validated:app").start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    for path in ["/", "/pid", "/env", "/stream", "/closing", "/osenv?PATH"] {
+        let resp = c.get(path).unwrap();
+        assert_eq!(
+            resp.status,
+            200,
+            "{path}: {}\nlog:\n{}",
+            resp.text(),
+            server.log()
+        );
+    }
+    // POST bodies through wsgi.input, Content-Length and chunked.
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    assert_eq!(c.read_response(false).unwrap().text(), "hello");
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(false).unwrap().text(), "abc");
+    // HEAD and HTTP/1.0 too.
+    c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(true).unwrap().status, 200);
+    let mut old = Client::connect(server.addr()).unwrap();
+    old.send(b"GET /env HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(old.read_response(false).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(100)); // let any late warning reach the log (bounded)
+    let log = server.log();
+    assert!(
+        !log.contains("Traceback") && !log.contains("Warning") && !log.contains("AssertionError"),
+        "{log}"
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
