@@ -7,6 +7,7 @@ mod util;
 mod app_loading;
 mod compare;
 mod config;
+mod django;
 mod flask;
 mod framing;
 mod preload;
