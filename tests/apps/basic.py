@@ -179,3 +179,29 @@ def no_content(environ, start_response):
 
 ROUTES["/inject"] = inject
 ROUTES["/nocontent"] = no_content
+
+
+def hop(environ, start_response):
+    """A framing header from the app: it would corrupt the response."""
+    start_response("200 OK", [("Transfer-Encoding", "chunked")])
+    return [b"never sent"]
+
+
+def returns_none(environ, start_response):
+    start_response("200 OK", [])
+    return None
+
+
+def returns_str(environ, start_response):
+    start_response("200 OK", [])
+    return "text, not bytes"
+
+
+def exits(environ, start_response):
+    raise SystemExit(0)
+
+
+ROUTES["/hop"] = hop
+ROUTES["/none"] = returns_none
+ROUTES["/str"] = returns_str
+ROUTES["/exit"] = exits

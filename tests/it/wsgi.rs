@@ -38,3 +38,50 @@ fn wsgiref_validate_finds_nothing_to_complain_about() {
     );
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
 }
+
+#[test]
+fn protocol_mistakes_by_the_app_are_500s_with_a_clear_line() {
+    let server = ServerBuilder::new("basic:app").start();
+    for (path, line) in [
+        (
+            "/hop",
+            "the app set the hop-by-hop header \"Transfer-Encoding\"",
+        ),
+        ("/none", "'NoneType' object is not iterable"),
+        ("/str", "the app's response iterable yielded str, not bytes"),
+    ] {
+        let resp = http::get(server.addr(), path).unwrap();
+        assert_eq!(resp.status, 500, "{path}");
+        server.wait_log(|l| l.contains(line), Duration::from_secs(5));
+    }
+    assert_eq!(
+        http::get(server.addr(), "/").unwrap().status,
+        200,
+        "the worker keeps serving"
+    );
+}
+
+#[test]
+fn system_exit_from_the_app_ends_the_worker_cleanly_and_it_is_replaced() {
+    let server = ServerBuilder::new("basic:app").start();
+    let pid = crate::util::worker_pid(server.addr());
+    assert_eq!(http::get(server.addr(), "/exit").unwrap().status, 500);
+    server.wait_log(
+        |l| {
+            l.contains(
+                "GET /exit: the app raised SystemExit: 0; this worker stops and will be replaced",
+            )
+        },
+        Duration::from_secs(5),
+    );
+    server.wait_log(
+        |l| {
+            l.contains(&format!(
+                "(pid: {pid}) exited with code 0; starting a new one"
+            ))
+        },
+        Duration::from_secs(10),
+    );
+    server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
+    assert_ne!(crate::util::worker_pid(server.addr()), pid);
+}

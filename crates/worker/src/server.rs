@@ -540,7 +540,9 @@ impl<'py> Server<'py> {
                         access: &mut self.access,
                         trusted: &self.settings.trusted,
                     };
-                    dispatch(ctx, conn, end);
+                    if dispatch(ctx, conn, end) {
+                        self.begin_stop("the app raised SystemExit");
+                    }
                     self.count_request();
                 }
             }
@@ -675,7 +677,8 @@ fn stop_pending(shared: &Shared, signals: Option<&SelfPipe>) -> bool {
 }
 
 /// Call the app for the complete request at the front of the input.
-fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
+/// Returns true when the app asked the process to end (SystemExit).
+fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
     let Ctx {
         py,
         app,
@@ -709,7 +712,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
             Err(e) => {
                 // As gunicorn: a request cannot be both http and https.
                 reject(conn, e, date);
-                return;
+                return false;
             }
         }
     } else {
@@ -735,6 +738,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
         responder.log_headers = Some(Vec::new());
     }
     let mut client_gone = false;
+    let mut exit_requested = false;
     if let Some(slot) = slot {
         slot.enter_request(method, target);
     }
@@ -756,6 +760,18 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
                 String::from_utf8_lossy(target)
             );
             responder.fail();
+        }
+        Err(CallError::Exit { traceback }) => {
+            // As a Python process would: the worker ends (cleanly) and the master
+            // starts another. The request gets a 500 rather than a cut connection.
+            error!(
+                "{} {}: the app raised {}; this worker stops and will be replaced",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(target),
+                traceback.lines().last().unwrap_or("SystemExit")
+            );
+            responder.fail();
+            exit_requested = true;
         }
         Err(CallError::Client(e)) => {
             debug!("client {} went away during the response: {e}", req.peer);
@@ -793,6 +809,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) {
     if client_gone {
         conn.out = Default::default();
     }
+    exit_requested
 }
 
 /// Answer a request that cannot be served, then close: the bytes after it cannot

@@ -38,6 +38,8 @@ pub enum CallError {
         traceback: String,
         headers_sent: bool,
     },
+    /// The app raised SystemExit or KeyboardInterrupt: it asks the process to end.
+    Exit { traceback: String },
     /// Writing to the client failed.
     Client(std::io::Error),
 }
@@ -221,6 +223,13 @@ impl App {
 
     fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {
         let traceback = format_traceback(py, self.format_exception.bind(py), &err);
+        if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+            || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        {
+            return CallError::Exit {
+                traceback: traceback.trim_end().to_string(),
+            };
+        }
         CallError::App {
             traceback: traceback.trim_end().to_string(),
             headers_sent,

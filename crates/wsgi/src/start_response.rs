@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 /// Hop-by-hop headers belong to the server (RFC 9110 §7.6.1); an app must not set
-/// them (PEP 3333). `Connection: close` from the app is honoured, the others dropped.
+/// them (PEP 3333): a 500 names the header. `Connection: close` from the app is
+/// honoured rather than refused, as gunicorn does.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -81,15 +82,20 @@ impl StartResponse {
             validate_name(&name)?;
             validate_value(&name, &value)?;
             let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str()) {
-                if lower == "connection"
-                    && String::from_utf8_lossy(&value)
-                        .split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("close"))
-                {
-                    close = true;
-                }
+            if lower == "connection" {
+                // Tolerated, as gunicorn does, because apps use it to ask for a close.
+                close |= String::from_utf8_lossy(&value)
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
                 continue;
+            }
+            if HOP_BY_HOP.contains(&lower.as_str()) {
+                // PEP 3333: hop-by-hop headers are the server's; framing headers from
+                // the app would corrupt the response.
+                return Err(PyValueError::new_err(format!(
+                    "the app set the hop-by-hop header {:?}, which belongs to the server (PEP 3333)",
+                    String::from_utf8_lossy(&name)
+                )));
             }
             headers.push((name, value));
         }
