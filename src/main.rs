@@ -341,6 +341,7 @@ fn serve(config: &Config) -> Exit {
             .proc_name
             .as_ref()
             .map(|n| format!("ferricorn: worker [{n}]")),
+        sendfile: config.sendfile,
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
         let opts = worker_options(config, child.worker_id);

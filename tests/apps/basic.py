@@ -205,3 +205,33 @@ ROUTES["/hop"] = hop
 ROUTES["/none"] = returns_none
 ROUTES["/str"] = returns_str
 ROUTES["/exit"] = exits
+
+
+def file(environ, start_response):
+    """wsgi.file_wrapper over a regular file, from an offset (query: offset,limit)."""
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"ferricorn-file-{os.getpid()}.bin")
+    if not os.path.exists(path):
+        with open(path, "wb") as f:
+            f.write(bytes(i % 251 for i in range(300_000)))
+    offset, _, limit = environ["QUERY_STRING"].partition(",")
+    f = open(path, "rb")
+    f.seek(int(offset or 0))
+    headers = [("Content-Type", "application/octet-stream")]
+    if limit:
+        headers.append(("Content-Length", limit))
+    start_response("200 OK", headers)
+    return environ["wsgi.file_wrapper"](f, 8192)
+
+
+def filelike(environ, start_response):
+    """wsgi.file_wrapper over something that is not a file: iterated instead."""
+    import io
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return environ["wsgi.file_wrapper"](io.BytesIO(b"not a real file" * 1000), 100)
+
+
+ROUTES["/file"] = file
+ROUTES["/filelike"] = filelike

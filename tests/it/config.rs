@@ -164,12 +164,12 @@ fn harmless_gunicorn_flags_are_accepted_with_a_warning_each() {
             "sync",
             "--no-control-socket",
         ])
-        .env("GUNICORN_CMD_ARGS", "--no-sendfile")
+        .env("GUNICORN_CMD_ARGS", "--initgroups")
         .start();
     for flag in [
         "--worker-tmp-dir (from the command line) is ignored",
         "--statsd-host (from",
-        "--no-sendfile (from GUNICORN_CMD_ARGS) is ignored",
+        "--initgroups (from GUNICORN_CMD_ARGS) is ignored",
     ] {
         assert!(
             server

@@ -85,3 +85,39 @@ fn system_exit_from_the_app_ends_the_worker_cleanly_and_it_is_replaced() {
     server.wait_log_count(|l| l.contains(") ready"), 2, Duration::from_secs(10));
     assert_ne!(crate::util::worker_pid(server.addr()), pid);
 }
+
+#[test]
+fn file_wrapper_sends_regular_files_with_offsets_and_limits_and_iterates_the_rest() {
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    for args in [&[][..], &["--no-sendfile"][..]] {
+        let server = ServerBuilder::new("basic:app").args(args).start();
+        let mut c = Client::connect(server.addr()).unwrap();
+        let whole = c.get("/file?0").unwrap();
+        if args.is_empty() {
+            // Sent by sendfile, with its length known up front.
+            assert_eq!(whole.header("content-length"), Some("300000"));
+        }
+        assert!(whole.body == content, "{args:?}: the whole file");
+        let tail = c.get("/file?1000").unwrap();
+        assert!(
+            tail.body == content[1000..],
+            "{args:?}: from the file's position"
+        );
+        let part = c.get("/file?10,500").unwrap();
+        assert!(
+            part.body == content[10..510],
+            "{args:?}: no more than the app's Content-Length"
+        );
+        // Iterated, the file yields more than its Content-Length: the excess is
+        // dropped and that connection closed (sendfile sends exactly the length).
+        let mut c = Client::connect(server.addr()).unwrap();
+        // HEAD: the length, no body, and the connection still in step.
+        c.send(b"HEAD /file?0 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(
+            c.read_response(true).unwrap().header("content-length"),
+            Some("300000")
+        );
+        assert_eq!(c.get("/filelike").unwrap().body.len(), 15_000, "{args:?}");
+        assert_eq!(c.get("/").unwrap().status, 200);
+    }
+}

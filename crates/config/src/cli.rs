@@ -131,6 +131,10 @@ pub struct Cli {
     #[arg(long = "proxy-allow-from", value_name = "IPS")]
     pub proxy_allow_from: Option<String>,
 
+    /// Do not use sendfile(2) for wsgi.file_wrapper responses (default: use it, unless SENDFILE says otherwise).
+    #[arg(long = "no-sendfile")]
+    pub no_sendfile: bool,
+
     /// Process title base: `ps` shows `ferricorn: master [NAME]` and `ferricorn: worker [NAME]`.
     #[arg(short = 'n', long = "name", value_name = "NAME")]
     pub name: Option<String>,
@@ -246,6 +250,7 @@ impl Cli {
             preload_app: self.preload.then_some(true),
             threads: self.threads,
             proc_name: self.name.clone(),
+            sendfile: self.no_sendfile.then_some(false),
             reuse_port: self.reuse_port.then_some(true),
             proxy_protocol: self.proxy_protocol.clone().map(StrOrList::Str),
             proxy_allow_ips: self.proxy_allow_from.clone().map(StrOrList::Str),
@@ -278,8 +283,6 @@ pub struct GunicornCompat {
     pub reload_engine: Option<String>,
     #[arg(long = "worker-tmp-dir", hide = true, value_name = "DIR")]
     pub worker_tmp_dir: Option<String>,
-    #[arg(long = "no-sendfile", hide = true)]
-    pub no_sendfile: bool,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
     #[arg(long = "statsd-host", hide = true, value_name = "HOST")]
@@ -367,9 +370,6 @@ impl GunicornCompat {
                 "--worker-tmp-dir",
                 "worker heartbeats use shared memory, not files",
             );
-        }
-        if self.no_sendfile {
-            ignored("--no-sendfile", "sendfile is not used");
         }
         if self.initgroups {
             ignored("--initgroups", "workers keep only the --group group");

@@ -75,6 +75,8 @@ pub struct Config {
     pub proc_name: Option<String>,
     /// `--reuse-port`: SO_REUSEPORT on the listening sockets.
     pub reuse_port: bool,
+    /// wsgi.file_wrapper responses use sendfile(2) (`--no-sendfile`, SENDFILE).
+    pub sendfile: bool,
     /// `--proxy-protocol`: the peers allowed to send a PROXY header; None = off.
     pub proxy_protocol: Option<ferricorn_http::AllowList>,
     pub header_timeout: Duration,
@@ -346,6 +348,12 @@ impl Config {
             preload: s.preload_app.unwrap_or(false),
             proc_name: s.proc_name.clone(),
             reuse_port: s.reuse_port.unwrap_or(false),
+            // As gunicorn: a setting decides; else SENDFILE (y, 1, yes, true = on); else on.
+            sendfile: s.sendfile.unwrap_or_else(|| {
+                env.var("SENDFILE").is_none_or(|v| {
+                    ["y", "1", "yes", "true"].contains(&v.to_ascii_lowercase().as_str())
+                })
+            }),
             proxy_protocol,
             threads: match s.threads.unwrap_or(1) {
                 0 => {

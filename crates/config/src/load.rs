@@ -348,6 +348,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "preload_app" => "--preload",
         "threads" => "--threads",
         "proc_name" => "--name",
+        "sendfile" => "--no-sendfile",
         "reuse_port" => "--reuse-port",
         "proxy_protocol" => "--proxy-protocol",
         "proxy_allow_ips" => "--proxy-allow-from",

@@ -119,6 +119,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proc_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub sendfile: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reuse_port: Option<bool>,
     /// `off`, `v1`, `v2`, `auto` (a gunicorn.conf.py may say True/False).
     #[serde(
@@ -182,6 +184,7 @@ pub const NAMES: &[&str] = &[
     "preload_app",
     "threads",
     "proc_name",
+    "sendfile",
     "reuse_port",
     "proxy_protocol",
     "proxy_allow_ips",
@@ -254,6 +257,7 @@ pub fn default_text(name: &str) -> &'static str {
         "worker_connections" => "1000",
         "threads" => "1",
         "proc_name" => "none",
+        "sendfile" => "true",
         "reuse_port" => "false",
         "proxy_protocol" => "\"off\"",
         "proxy_allow_ips" => "\"127.0.0.1,::1\"",

@@ -12,6 +12,7 @@ mod inbuf;
 mod outbuf;
 mod reloader;
 mod responder;
+mod sendfile;
 mod server;
 
 use std::io::Write;
@@ -59,6 +60,8 @@ pub struct WorkerOptions {
     pub threads: u32,
     /// `--name`: the process title, set once Python has read the arguments.
     pub title: Option<String>,
+    /// wsgi.file_wrapper responses may use sendfile(2).
+    pub sendfile: bool,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -201,6 +204,7 @@ pub fn run(
                 return exit_code::APP_LOAD_FAILED;
             }
         };
+        app.set_sendfile(opts.sendfile);
         if let Some(h) = hooks {
             h.post_worker_init(py);
             app.set_hooks(py, h);

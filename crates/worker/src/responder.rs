@@ -139,6 +139,12 @@ impl<'a> Responder<'a> {
     }
 
     fn commit(&mut self, streaming: bool) {
+        let len = self.body.len() as u64;
+        self.commit_with_length(streaming, len);
+    }
+
+    /// Commit the head; `body_len` is the body's length when it is known up front.
+    fn commit_with_length(&mut self, streaming: bool, body_len: u64) {
         let State::Buffering {
             status,
             headers,
@@ -161,7 +167,7 @@ impl<'a> Responder<'a> {
         } else if let Some(n) = app_len {
             ResponseFraming::Length(n)
         } else if !streaming {
-            ResponseFraming::Length(self.body.len() as u64)
+            ResponseFraming::Length(body_len)
         } else if self.info.minor_version >= 1 {
             ResponseFraming::Chunked
         } else {
@@ -222,7 +228,48 @@ impl<'a> Responder<'a> {
     }
 }
 
+impl Responder<'_> {
+    /// wsgi.file_wrapper over a regular file: the head, then the file's bytes by
+    /// sendfile(2), never through user space. Waits for a slow client as a large
+    /// iterated body does (up to the same stall limit).
+    fn send_file(&mut self, fd: std::os::fd::RawFd, offset: u64, count: u64) -> io::Result<bool> {
+        let State::Buffering { app_len, .. } = &self.state else {
+            return Ok(false);
+        };
+        // Never more than the app's Content-Length, never more than the file has.
+        let len = app_len.map_or(count, |n| n.min(count));
+        if let State::Buffering { counted, .. } = &mut self.state {
+            *counted = len; // what a HEAD response reports
+        }
+        self.commit_with_length(false, len);
+        let State::Committed { framing, .. } = self.state else {
+            return Ok(true);
+        };
+        if self.info.head_request || framing == ResponseFraming::NoBody {
+            return Ok(true);
+        }
+        self.out.flush_blocking(self.sock, WRITE_STALL)?;
+        let sent = crate::sendfile::send_file(self.sock, fd, offset, len, WRITE_STALL)?;
+        self.body_bytes += sent;
+        if let State::Committed { sent: s, .. } = &mut self.state {
+            *s += sent;
+        }
+        if sent < len {
+            // The file shrank under us: the client would wait for bytes that never come.
+            self.problem = Some(format!(
+                "the file ended after {sent} of {len} bytes; closing the connection"
+            ));
+            self.keep_alive = false;
+        }
+        Ok(true)
+    }
+}
+
 impl ResponseSink for Responder<'_> {
+    fn sendfile(&mut self, fd: std::os::fd::RawFd, offset: u64, count: u64) -> io::Result<bool> {
+        self.send_file(fd, offset, count)
+    }
+
     fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool) {
         self.status = status
             .get(..3)

@@ -29,6 +29,17 @@ pub trait ResponseSink {
     fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool);
     /// Body data. An error means the client is gone: the app's iteration stops.
     fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// The whole body is `count` bytes of the regular file `fd` from `offset`
+    /// (wsgi.file_wrapper): send them with sendfile(2). `Ok(false)`: not done here,
+    /// iterate instead. Called after `start`, before any `write`.
+    fn sendfile(
+        &mut self,
+        _fd: std::os::fd::RawFd,
+        _offset: u64,
+        _count: u64,
+    ) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 #[derive(Debug)]
@@ -46,6 +57,11 @@ pub enum CallError {
 
 pub struct App {
     callable: Py<PyAny>,
+    /// wsgi.file_wrapper's class and its "is this a regular file" helper, and
+    /// whether sendfile(2) may be used (`--no-sendfile`, SENDFILE).
+    file_wrapper: Py<PyAny>,
+    regular_file: Py<PyAny>,
+    sendfile: bool,
     environ: Environ,
     format_exception: Py<PyAny>,
     /// gunicorn.conf.py hooks, when it defines pre_request or post_request.
@@ -69,13 +85,31 @@ impl App {
             message: format!("cannot prepare the WSGI environ: {e}"),
             detail: None,
         })?;
+        let (file_wrapper, regular_file) = file_wrapper(py).map_err(|e| AppLoadError {
+            message: format!("cannot set up wsgi.file_wrapper: {e}"),
+            detail: None,
+        })?;
+        environ
+            .set_file_wrapper(py, file_wrapper.bind(py))
+            .map_err(|e| AppLoadError {
+                message: e.to_string(),
+                detail: None,
+            })?;
         Ok(App {
             callable,
             environ,
             format_exception,
             hooks: None,
             request_hooks: false,
+            file_wrapper,
+            regular_file,
+            sendfile: true,
         })
+    }
+
+    /// `--no-sendfile` / SENDFILE: whether wsgi.file_wrapper may use sendfile(2).
+    pub fn set_sendfile(&mut self, on: bool) {
+        self.sendfile = on;
     }
 
     /// An app that answers every request with 500 and `message` (`--reload` when
@@ -89,6 +123,7 @@ impl App {
             c"_ferricorn_error_page",
         )?;
         module.setattr("MESSAGE", message)?;
+        let (file_wrapper, regular_file) = file_wrapper(py)?;
         Ok(App {
             callable: module.getattr("app")?.unbind(),
             environ: Environ::new(py, false)?,
@@ -98,18 +133,26 @@ impl App {
                 .unbind(),
             hooks: None,
             request_hooks: false,
+            file_wrapper,
+            regular_file,
+            sendfile: false,
         })
     }
 
     /// A second handle on the same app (a worker forked from a preloading master
     /// takes its own, with its own environ cache).
     pub fn clone_ref(&self, py: Python<'_>) -> PyResult<App> {
+        let environ = Environ::new(py, self.environ.multiprocess())?;
+        environ.set_file_wrapper(py, self.file_wrapper.bind(py))?;
         Ok(App {
             callable: self.callable.clone_ref(py),
-            environ: Environ::new(py, self.environ.multiprocess())?,
+            environ,
             format_exception: self.format_exception.clone_ref(py),
             hooks: None,
             request_hooks: false,
+            file_wrapper: self.file_wrapper.clone_ref(py),
+            regular_file: self.regular_file.clone_ref(py),
+            sendfile: self.sendfile,
         })
     }
 
@@ -193,6 +236,22 @@ impl App {
         start: &Bound<'_, StartResponse>,
         sink: &mut dyn ResponseSink,
     ) -> Result<(), CallError> {
+        if self.sendfile && result.get_type().is(self.file_wrapper.bind(py)) {
+            if let Ok(Some((fd, offset, count))) = self
+                .regular_file
+                .bind(py)
+                .call1((result,))
+                .and_then(|r| r.extract::<Option<(i32, u64, u64)>>())
+            {
+                send_head(start, sink)?;
+                if sink
+                    .sendfile(fd, offset, count)
+                    .map_err(CallError::Client)?
+                {
+                    return Ok(());
+                }
+            }
+        }
         let iter = result
             .try_iter()
             .map_err(|e| self.app_error(py, e, false))?;
@@ -280,4 +339,20 @@ pub(crate) fn format_traceback(
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
         .unwrap_or_else(|_| err.to_string())
+}
+
+/// wsgi.file_wrapper's class and the helper that recognises a regular file.
+fn file_wrapper(py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let code = std::ffi::CString::new(include_str!("file_wrapper.py"))
+        .expect("file_wrapper.py has no NUL byte");
+    let module = PyModule::from_code(
+        py,
+        code.as_c_str(),
+        c"<ferricorn file_wrapper>",
+        c"_ferricorn_file_wrapper",
+    )?;
+    Ok((
+        module.getattr("FileWrapper")?.unbind(),
+        module.getattr("regular_file")?.unbind(),
+    ))
 }

@@ -46,6 +46,11 @@ impl Environ {
         })
     }
 
+    /// `wsgi.file_wrapper`: the class apps wrap files in.
+    pub fn set_file_wrapper(&self, py: Python<'_>, class: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.base.bind(py).set_item("wsgi.file_wrapper", class)
+    }
+
     /// Change a constant entry (e.g. `wsgi.multithread` with `--threads`).
     pub fn set_base(&self, py: Python<'_>, key: &str, value: bool) -> PyResult<()> {
         self.base.bind(py).set_item(key, value)
