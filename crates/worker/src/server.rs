@@ -114,7 +114,6 @@ pub struct Server<'py> {
     status: std::fs::File,
     /// Ask the master for a replacement after this many requests.
     max_requests: Option<u64>,
-    served: u64,
     access: AccessLog,
     /// `--error-logfile`: reopened on USR1 like the access log.
     error_log: Option<String>,
@@ -180,7 +179,6 @@ impl<'py> Server<'py> {
             reopened: 0,
             status,
             max_requests,
-            served: 0,
             access,
             error_log,
             reloader,
@@ -552,11 +550,11 @@ impl<'py> Server<'py> {
     /// `--max-requests`: once reached, ask the master for a replacement (once) and
     /// keep serving until it sends TERM.
     fn count_request(&mut self) {
-        self.served = self.shared.served.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.max_requests == Some(self.served) {
+        // Counted across every loop of the worker; exactly one loop sees the limit.
+        let served = self.shared.served.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.max_requests == Some(served) {
             log::info!(
-                "Worker reached --max-requests ({} requests); asking for a replacement",
-                self.served
+                "Worker reached --max-requests ({served} requests); asking for a replacement"
             );
             let _ = self.status.write_all(&Report::Recycle.encode());
         }
