@@ -317,6 +317,7 @@ fn serve(config: &Config) -> Exit {
                 ferricorn_worker::ACCEPT_BATCH
             },
             proxy: config.proxy_protocol.clone(),
+            body_buffer: config.body_buffer_size,
         },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,

@@ -235,3 +235,60 @@ def filelike(environ, start_response):
 
 ROUTES["/file"] = file
 ROUTES["/filelike"] = filelike
+
+
+def first_line(environ, start_response):
+    """Answer with the body's first line without reading the rest (a streamed body)."""
+    line = environ["wsgi.input"].readline()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [line]
+
+
+def read_all(environ, start_response):
+    """Read the body to its end in pieces; log how it ended (for client-failure tests)."""
+    stream = environ["wsgi.input"]
+    total = 0
+    try:
+        while True:
+            piece = stream.read(10000)
+            if not piece:
+                break
+            total += len(piece)
+    except OSError as e:
+        print(f"body read failed after {total} bytes: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        raise
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(total).encode()]
+
+
+def lines(environ, start_response):
+    """The lengths of the body's lines, by iteration, readline(n) and readlines()."""
+    stream = environ["wsgi.input"]
+    how = environ["QUERY_STRING"]
+    if how == "iter":
+        got = [len(line) for line in stream]
+    elif how == "readlines":
+        got = [len(line) for line in stream.readlines()]
+    else:
+        got = []
+        while True:
+            line = stream.readline(int(how))
+            if not line:
+                break
+            got.append(len(line))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(got).encode()]
+
+
+def wait_then_echo(environ, start_response):
+    """Sleep (seconds in the query string) before the first read of the body."""
+    time.sleep(float(environ["QUERY_STRING"] or "1"))
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+
+
+ROUTES["/first-line"] = first_line
+ROUTES["/read-all"] = read_all
+ROUTES["/lines"] = lines
+ROUTES["/wait-then-echo"] = wait_then_echo

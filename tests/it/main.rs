@@ -13,6 +13,7 @@ mod framing;
 mod preload;
 mod procfile;
 mod python;
+mod request_body;
 mod serving;
 mod signals;
 mod slow_clients;

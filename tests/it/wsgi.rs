@@ -7,7 +7,16 @@ use crate::util::ServerBuilder;
 
 #[test]
 fn wsgiref_validate_finds_nothing_to_complain_about() {
-    let server = ServerBuilder::new("validated:app").start();
+    validate_with(&[]);
+}
+
+#[test]
+fn wsgiref_validate_is_content_with_streamed_bodies_too() {
+    validate_with(&["--body-buffer-size", "0"]);
+}
+
+fn validate_with(args: &[&str]) {
+    let server = ServerBuilder::new("validated:app").args(args).start();
     let mut c = Client::connect(server.addr()).unwrap();
     for path in ["/", "/pid", "/env", "/stream", "/closing", "/osenv?PATH"] {
         let resp = c.get(path).unwrap();

@@ -171,9 +171,13 @@ pub struct Cli {
     #[arg(long = "body-timeout", value_name = "SECONDS")]
     pub body_timeout: Option<f64>,
 
-    /// Largest request body in bytes (413 above it); bodies are buffered before the app runs [default: 104857600].
+    /// Largest request body in bytes (413 above it) [default: 104857600].
     #[arg(long = "limit-request-body", value_name = "BYTES")]
     pub limit_request_body: Option<u64>,
+
+    /// Bodies up to this many bytes are received before the app runs; larger ones stream to it as it reads wsgi.input [default: 1048576].
+    #[arg(long = "body-buffer-size", value_name = "BYTES")]
+    pub body_buffer_size: Option<u64>,
 
     /// Most connections one worker holds open at once [default: 1000].
     #[arg(long = "worker-connections", value_name = "INT")]
@@ -257,6 +261,7 @@ impl Cli {
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,
+            body_buffer_size: self.body_buffer_size,
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,

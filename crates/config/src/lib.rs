@@ -82,6 +82,8 @@ pub struct Config {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub limit_request_body: u64,
+    /// Bodies larger than this stream to the app instead of being received first.
+    pub body_buffer_size: usize,
     /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
     pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
@@ -369,6 +371,8 @@ impl Config {
             header_timeout: non_negative("header_timeout", s.header_timeout, 30.0)?,
             body_timeout: non_negative("body_timeout", s.body_timeout, 30.0)?,
             limit_request_body: s.limit_request_body.unwrap_or(100 * 1024 * 1024),
+            body_buffer_size: usize::try_from(s.body_buffer_size.unwrap_or(1024 * 1024))
+                .unwrap_or(usize::MAX),
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),

@@ -355,6 +355,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "header_timeout" => "--header-timeout",
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",
+        "body_buffer_size" => "--body-buffer-size",
         "limit_request_line" => "--limit-request-line",
         "limit_request_fields" => "--limit-request-fields",
         "limit_request_field_size" => "--limit-request-field_size",

@@ -138,6 +138,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_body: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_buffer_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_fields: Option<u64>,
@@ -191,6 +193,7 @@ pub const NAMES: &[&str] = &[
     "header_timeout",
     "body_timeout",
     "limit_request_body",
+    "body_buffer_size",
 ];
 
 fn bool_or_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StrOrList>, D::Error> {
@@ -253,6 +256,7 @@ pub fn default_text(name: &str) -> &'static str {
         "reload_extra_files" => "[]",
         "header_timeout" | "body_timeout" => "30",
         "limit_request_body" => "104857600",
+        "body_buffer_size" => "1048576",
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "threads" => "1",

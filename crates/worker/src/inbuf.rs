@@ -35,6 +35,22 @@ impl InBuf {
         }
     }
 
+    /// Keep only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.end = self.start + len.min(self.len());
+    }
+
+    /// Append bytes that were read elsewhere.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        self.data.truncate(self.end);
+        self.data.extend_from_slice(bytes);
+        self.end = self.data.len();
+    }
+
     /// One `read` into free space, growing or compacting first if needed.
     /// `Ok(0)` means the peer closed its side.
     pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<usize> {

@@ -14,6 +14,7 @@ mod reloader;
 mod responder;
 mod sendfile;
 mod server;
+mod stream_body;
 
 use std::io::Write;
 use std::net::TcpListener;

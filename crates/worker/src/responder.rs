@@ -7,6 +7,7 @@
 //! (HTTP/1.0).
 
 use std::io;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferricorn_http::{
@@ -16,13 +17,14 @@ use ferricorn_wsgi::ResponseSink;
 use mio::net::TcpStream;
 
 use crate::outbuf::OutBuf;
+use crate::stream_body::StreamBody;
 
 /// Bytes of body buffered before the head is committed without a known length.
 pub const COMMIT_AT: usize = 64 * 1024;
 /// Bytes of output queued before the worker waits for the client to take them.
 const FLUSH_AT: usize = 256 * 1024;
 /// How long a client may take nothing while the app streams to it.
-const WRITE_STALL: Duration = Duration::from_secs(30);
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// What the request allows.
 pub struct RequestInfo {
@@ -64,6 +66,9 @@ pub struct Responder<'a> {
     pub status: u16,
     pub body_bytes: u64,
     pub log_headers: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// A body the app reads from the client: unread body at commit time means
+    /// the connection cannot be reused.
+    pub stream: Option<Arc<Mutex<StreamBody>>>,
 }
 
 impl<'a> Responder<'a> {
@@ -88,6 +93,7 @@ impl<'a> Responder<'a> {
             status: 0,
             body_bytes: 0,
             log_headers: None,
+            stream: None,
         }
     }
 
@@ -121,14 +127,19 @@ impl<'a> Responder<'a> {
     /// connection is closed so the client sees an incomplete response, never a
     /// second status line.
     pub fn fail(&mut self) {
+        self.fail_with(500, "Internal Server Error");
+    }
+
+    /// As [`fail`](Self::fail), with another status for the client.
+    pub fn fail_with(&mut self, status: u16, reason: &str) {
         self.keep_alive = false;
         match self.state {
             State::Committed { .. } => {}
             _ => {
                 self.body.clear();
-                write_error(&mut self.out.buf, 500, "Internal Server Error", self.date);
-                self.status = 500;
-                self.body_bytes = "Internal Server Error\n".len() as u64;
+                write_error(&mut self.out.buf, status, reason, self.date);
+                self.status = status;
+                self.body_bytes = reason.len() as u64 + 1;
                 self.state = State::Committed {
                     framing: ResponseFraming::NoBody,
                     app_len: None,
@@ -173,6 +184,13 @@ impl<'a> Responder<'a> {
         } else {
             ResponseFraming::Close
         };
+        if let Some(stream) = &self.stream {
+            let mut s = stream.lock().unwrap_or_else(|e| e.into_inner());
+            s.final_sent = true;
+            if !s.is_done() {
+                self.keep_alive = false;
+            }
+        }
         self.keep_alive = self.keep_alive && !close && framing != ResponseFraming::Close;
         let refs: Vec<(&[u8], &[u8])> = headers
             .iter()

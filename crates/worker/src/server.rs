@@ -1,7 +1,9 @@
 //! The worker's event loop: one mio `Poll` over the shared listening sockets, the
 //! signal pipe and every client connection. Slow or idle clients cost a slot in
 //! the table, never the worker's attention; the app is called only for a request
-//! whose head and body are complete.
+//! whose head is complete and whose body is buffered, or, past
+//! `--body-buffer-size` or when the client waits for `100 Continue`, streams
+//! from the client as the app reads it (see stream_body.rs).
 
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +14,7 @@ use ferricorn_http::{
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{Report, SelfPipe, Signal};
-use ferricorn_wsgi::{App, CallError, Python, Request};
+use ferricorn_wsgi::{App, Body, CallError, Python, Request};
 use log::{debug, error, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -25,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Phase};
 use crate::reloader::Reloader;
-use crate::responder::{RequestInfo, Responder};
+use crate::responder::{RequestInfo, Responder, WRITE_STALL};
+use crate::stream_body::{Failure, StreamBody};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
@@ -92,6 +95,8 @@ pub struct Settings {
     pub accept_batch: usize,
     /// `--proxy-protocol`: peers allowed to send a PROXY header; None = off.
     pub proxy: Option<AllowList>,
+    /// `--body-buffer-size`: larger bodies stream to the app instead.
+    pub body_buffer: usize,
 }
 
 pub struct Server<'py> {
@@ -502,27 +507,20 @@ impl<'py> Server<'py> {
                                 }
                                 _ => {}
                             }
-                            if conn.head.expect_continue
-                                && conn.head.framing != Framing::None
-                                && conn.inbuf.len() == conn.head.len
-                            {
-                                // RFC 9110 §10.1.1: the client waits for this before sending the body.
-                                conn.out
-                                    .buf
-                                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                            }
                         }
                     }
                 }
                 Phase::Body => {
                     let end = match body_end(conn) {
-                        Ok(Some(end)) => end,
-                        Ok(None) => return,
+                        Ok(end) => end,
                         Err(e) => {
                             reject(conn, e, &self.date);
                             return;
                         }
                     };
+                    if end.is_none() && !should_stream(conn, self.settings.body_buffer) {
+                        return;
+                    }
                     // A stop that arrived while the app ran still closes this connection.
                     let stopping =
                         self.stopping || stop_pending(&self.shared, self.signals.as_ref());
@@ -537,6 +535,7 @@ impl<'py> Server<'py> {
                         slot: self.board.as_ref().and_then(|(b, i)| b.slot(*i)),
                         access: &mut self.access,
                         trusted: &self.settings.trusted,
+                        body_timeout: self.settings.body_timeout,
                     };
                     if dispatch(ctx, conn, end) {
                         self.begin_stop("the app raised SystemExit");
@@ -655,6 +654,52 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
     }
 }
 
+/// Call the app before the body is all here: the client waits for
+/// `100 Continue` (RFC 9110 §10.1.1: sent when the app first reads), or the body
+/// is larger than the worker buffers.
+fn should_stream(conn: &Conn, body_buffer: usize) -> bool {
+    let received = conn.inbuf.len() - conn.head.len;
+    if conn.head.expect_continue && received == 0 {
+        return true;
+    }
+    match conn.head.framing {
+        Framing::None => false,
+        Framing::Length(n) => n > body_buffer as u64,
+        Framing::Chunked => conn.body.len() > body_buffer,
+    }
+}
+
+/// Move what arrived of the body out of the connection's buffers into a
+/// stream that reads the rest from the socket. The head stays in `inbuf`.
+fn begin_stream(conn: &mut Conn, timeout: Duration) -> io::Result<Arc<Mutex<StreamBody>>> {
+    use std::os::fd::AsFd;
+    let fd = conn.sock.as_fd().try_clone_to_owned()?;
+    let head_len = conn.head.len;
+    let (content_length, decoder, prefix) = match conn.head.framing {
+        Framing::Chunked => {
+            let (decoder, fed) = conn
+                .chunked
+                .take()
+                .unwrap_or_else(|| (ChunkedDecoder::new(u64::MAX), 0));
+            let raw = conn.inbuf.bytes()[head_len + fed..].to_vec();
+            (None, Some(decoder), raw)
+        }
+        Framing::Length(n) => (Some(n), None, conn.inbuf.bytes()[head_len..].to_vec()),
+        Framing::None => (Some(0), None, Vec::new()),
+    };
+    conn.inbuf.truncate(head_len);
+    let stream = StreamBody::new(
+        fd,
+        content_length,
+        decoder,
+        prefix,
+        std::mem::take(&mut conn.body),
+        conn.head.expect_continue,
+        timeout,
+    );
+    Ok(Arc::new(Mutex::new(stream)))
+}
+
 /// What a request's dispatch needs from the worker besides the connection.
 struct Ctx<'a, 'py> {
     py: Python<'py>,
@@ -667,6 +712,7 @@ struct Ctx<'a, 'py> {
     slot: Option<&'a Slot>,
     access: &'a mut AccessLog,
     trusted: &'a AllowList,
+    body_timeout: Duration,
 }
 
 /// A stop arrived that this loop has not acted on yet.
@@ -674,9 +720,10 @@ fn stop_pending(shared: &Shared, signals: Option<&SelfPipe>) -> bool {
     shared.stop.load(Ordering::SeqCst) || signals.is_some_and(|s| s.is_pending(Signal::SIGTERM))
 }
 
-/// Call the app for the complete request at the front of the input.
+/// Call the app for the request at the front of the input: complete up to
+/// `end`, or (`None`) with its body still arriving.
 /// Returns true when the app asked the process to end (SystemExit).
-fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
+fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     let Ctx {
         py,
         app,
@@ -688,8 +735,25 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
         slot,
         access,
         trusted,
+        body_timeout,
     } = ctx;
     let started = Instant::now();
+    let stream = match end {
+        Some(_) => None,
+        None => {
+            // Earlier answers on this connection go out before a 100 Continue or this one.
+            let flushed = conn.out.flush_blocking(&mut conn.sock, WRITE_STALL);
+            match flushed.and_then(|()| begin_stream(conn, body_timeout)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    debug!("client {}: {e}", conn.peer);
+                    conn.out = Default::default();
+                    conn.close_after_flush = true;
+                    return false;
+                }
+            }
+        }
+    };
     let bytes = conn.inbuf.bytes();
     let head = &conn.head;
     let headers: Vec<(&[u8], &[u8])> = head
@@ -697,10 +761,11 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
         .iter()
         .map(|(n, v)| (&bytes[n.clone()], &bytes[v.clone()]))
         .collect();
-    let body: &[u8] = match head.framing {
-        Framing::Chunked => &conn.body,
-        Framing::Length(_) => &bytes[head.len..end],
-        Framing::None => &[],
+    let body = match (&stream, head.framing, end) {
+        (Some(s), _, _) => Body::Stream(s.clone()),
+        (None, Framing::Chunked, _) => Body::Bytes(&conn.body),
+        (None, Framing::Length(_), Some(end)) => Body::Bytes(&bytes[head.len..end]),
+        (None, _, _) => Body::Bytes(&[]),
     };
     let method = &bytes[head.method.clone()];
     let target = &bytes[head.target.clone()];
@@ -732,6 +797,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
         keep_alive: head.keep_alive && !stopping,
     };
     let mut responder = Responder::new(&mut conn.out, &mut conn.sock, date, scratch, info);
+    responder.stream = stream.clone();
     if access.wants_response_headers() {
         responder.log_headers = Some(Vec::new());
     }
@@ -744,12 +810,36 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
     if let Some(slot) = slot {
         slot.leave_request();
     }
+    let body_failure = stream.as_ref().and_then(|s| lock(s).failure);
     match result {
         Ok(()) => {
             if stop_pending(shared, signals) {
                 responder.keep_alive = false;
             }
+            if let Some(s) = &stream {
+                // An app that ignored a small rest of the body still keeps the connection.
+                lock(s).settle();
+            }
             let _ = responder.finish();
+        }
+        Err(CallError::App { .. }) if body_failure == Some(Failure::Disconnected) => {
+            debug!(
+                "client {} went away while sending the request body",
+                req.peer
+            );
+            client_gone = true;
+        }
+        Err(CallError::App { .. }) if body_failure.is_some() => {
+            let (status, reason) = match body_failure {
+                Some(Failure::Bad(e)) => (e.status(), e.reason()),
+                _ => (408, "Request Timeout"),
+            };
+            warn!(
+                "{} {}: the request body could not be read; answered {status} {reason}",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(target)
+            );
+            responder.fail_with(status, reason);
         }
         Err(CallError::App { traceback, .. }) => {
             error!(
@@ -798,7 +888,21 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
         });
     }
     drop(responder);
-    conn.inbuf.consume(end);
+    match (&stream, end) {
+        (Some(s), _) => {
+            let mut s = lock(s);
+            let complete = s.is_done();
+            let next = s.detach();
+            conn.inbuf.consume(conn.head.len);
+            conn.inbuf.extend(&next);
+            // Bytes of the next request may have arrived while the app read.
+            conn.read_pending = true;
+            if !complete {
+                conn.close_after_flush = true;
+            }
+        }
+        (None, end) => conn.inbuf.consume(end.unwrap_or(conn.head.len)),
+    }
     conn.reset_request();
     conn.served += 1;
     if !keep_alive {
@@ -808,6 +912,10 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: usize) -> bool {
         conn.out = Default::default();
     }
     exit_requested
+}
+
+fn lock(s: &Mutex<StreamBody>) -> std::sync::MutexGuard<'_, StreamBody> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Answer a request that cannot be served, then close: the bytes after it cannot

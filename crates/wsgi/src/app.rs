@@ -7,6 +7,7 @@ use pyo3::types::PyBytes;
 
 use crate::environ::Environ;
 use crate::hooks::Hooks;
+use crate::input::Body;
 use crate::loader::{self, AppLoadError};
 use crate::start_response::StartResponse;
 
@@ -16,7 +17,7 @@ pub struct Request<'a> {
     pub target: &'a [u8],
     pub minor_version: u8,
     pub headers: &'a [(&'a [u8], &'a [u8])],
-    pub body: &'a [u8],
+    pub body: Body<'a>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// `http`, or `https` when a trusted proxy said so.

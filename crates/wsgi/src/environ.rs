@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyDict, PyString};
 
 use crate::app::Request;
 use crate::input::Input;
@@ -123,10 +123,9 @@ impl Environ {
         let (server_name, server_port) = server_name_port(host, req.local);
         env.set_item(pyo3::intern!(py, "SERVER_NAME"), server_name)?;
         env.set_item(pyo3::intern!(py, "SERVER_PORT"), server_port)?;
-        let body = PyBytes::new(py, req.body).unbind();
         env.set_item(
             pyo3::intern!(py, "wsgi.input"),
-            Bound::new(py, Input::new(body))?,
+            Bound::new(py, Input::new(py, &req.body))?,
         )?;
         Ok(env)
     }

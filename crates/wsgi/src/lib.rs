@@ -15,6 +15,7 @@ mod start_response;
 
 pub use app::{App, CallError, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
+pub use input::{Body, BodySource, SharedSource};
 pub use interpreter::{initialize, BootError, PythonOptions, BUILD_PYTHON, PYTHON_VERSION};
 pub use loader::AppLoadError;
 pub use preload::{preload, worker_after_preload, ForkProtocol, PreloadError};
