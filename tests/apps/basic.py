@@ -292,3 +292,102 @@ ROUTES["/first-line"] = first_line
 ROUTES["/read-all"] = read_all
 ROUTES["/lines"] = lines
 ROUTES["/wait-then-echo"] = wait_then_echo
+
+
+def fork_child(environ, start_response):
+    """os.fork() in a request: the child exits with 7 and the app reaps it itself."""
+    child = os.fork()
+    if child == 0:
+        os._exit(7)
+    _, status = os.waitpid(child, 0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.waitstatus_to_exitcode(status)).encode()]
+
+
+def subprocess_fds(environ, start_response):
+    """What a program the app runs inherits: its open fds, and its signal dispositions."""
+    import subprocess
+
+    out = subprocess.run(
+        ["sh", "-c", "ls -l /proc/$$/fd; grep -E '^Sig(Ign|Cgt)' /proc/$$/status"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [out.encode()]
+
+
+def pool_terminate(environ, start_response):
+    """multiprocessing (fork start method): map, then terminate() the pool with SIGTERM."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    pool = ctx.Pool(2)
+    squares = pool.map(abs, [-1, -2, -3])
+    started = time.monotonic()
+    pool.terminate()
+    pool.join()
+    took = time.monotonic() - started
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"squares": squares, "terminate_seconds": took}).encode()]
+
+
+TICKS = []
+
+
+def start_ticker(environ, start_response):
+    """Start a background thread that ticks every 10 ms (once per worker)."""
+    import threading
+
+    if not TICKS:
+        TICKS.append(0)
+
+        def tick():
+            while True:
+                TICKS[0] += 1
+                time.sleep(0.01)
+
+        threading.Thread(target=tick, daemon=True).start()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"started"]
+
+
+def ticks(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(TICKS[0] if TICKS else -1).encode()]
+
+
+ROUTES["/fork-child"] = fork_child
+ROUTES["/subprocess-fds"] = subprocess_fds
+ROUTES["/pool-terminate"] = pool_terminate
+ROUTES["/start-ticker"] = start_ticker
+ROUTES["/ticks"] = ticks
+
+
+def fork_term(environ, start_response):
+    """Fork a child that sleeps, TERM it, and report how it ended (within 3 s)."""
+    import signal
+
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    time.sleep(0.1)
+    os.kill(child, signal.SIGTERM)
+    ended = "still alive after TERM"
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            ended = f"exit {os.waitstatus_to_exitcode(status)}"
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [ended.encode()]
+
+
+ROUTES["/fork-term"] = fork_term

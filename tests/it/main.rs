@@ -5,6 +5,7 @@
 mod util;
 
 mod app_loading;
+mod app_processes;
 mod compare;
 mod config;
 mod django;

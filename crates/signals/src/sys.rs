@@ -15,7 +15,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
@@ -108,6 +108,42 @@ impl SelfPipe {
         }
         drop(self.read);
         drop(self.write);
+    }
+}
+
+/// Signals whose handlers a process forked by the app must not keep.
+static RESET_AFTER_FORK: [AtomicBool; NSIG] = [const { AtomicBool::new(false) }; NSIG];
+
+/// In a worker: every process the app forks (`os.fork`, multiprocessing's fork
+/// start method) starts with `signals` back at `SIG_DFL`. Otherwise such a child
+/// would inherit this worker's handlers: a TERM meant for it would only be
+/// written to the worker's pipe, the worker would begin a stop it was never
+/// sent, and the child would not die (`Pool.terminate()` would hang).
+pub fn reset_in_app_forks(signals: &[Signal]) -> io::Result<()> {
+    for &s in signals {
+        RESET_AFTER_FORK[s as usize].store(true, Ordering::SeqCst);
+    }
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    // SAFETY: registers a plain function; the child handler only calls
+    // sigaction(2), which is async-signal-safe, and touches atomics.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+extern "C" fn after_fork_in_child() {
+    WAKE_FD.store(-1, Ordering::SeqCst);
+    for (i, reset) in RESET_AFTER_FORK.iter().enumerate() {
+        if reset.load(Ordering::SeqCst) {
+            if let Ok(s) = Signal::try_from(i as i32) {
+                let _ = set_handler(s, SigHandler::SigDfl);
+            }
+        }
     }
 }
 

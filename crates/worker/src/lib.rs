@@ -406,6 +406,8 @@ fn jitter(max: u64) -> u64 {
 fn install_signals() -> std::io::Result<SelfPipe> {
     let signals = SelfPipe::install(&LOOP_SIGNALS)?;
     sys::install_exit_now(&EXIT_NOW_SIGNALS, 0)?;
+    sys::reset_in_app_forks(&LOOP_SIGNALS)?;
+    sys::reset_in_app_forks(&EXIT_NOW_SIGNALS)?;
     // Signals that arrived since the fork are delivered now, to these handlers.
     sys::set_mask(&SigSet::empty())?;
     Ok(signals)
