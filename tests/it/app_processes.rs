@@ -53,7 +53,10 @@ fn a_child_the_app_forks_dies_by_term_and_the_worker_takes_no_notice() {
     let pid = http::get(server.addr(), "/pid").unwrap().text();
     // With the worker's handlers inherited, the child would only note the TERM
     // in the worker's signal pipe: it would live, and the worker would stop.
-    assert_eq!(http::get(server.addr(), "/fork-term").unwrap().text(), "exit -15");
+    assert_eq!(
+        http::get(server.addr(), "/fork-term").unwrap().text(),
+        "exit -15"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(http::get(server.addr(), "/pid").unwrap().text(), pid);
 }

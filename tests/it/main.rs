@@ -6,6 +6,7 @@ mod util;
 
 mod app_loading;
 mod app_processes;
+mod balance;
 mod compare;
 mod config;
 mod django;

@@ -575,6 +575,9 @@ impl Master {
             debug!("reaped unknown child {pid} ({end})");
             return;
         };
+        if let Some(board) = self.scoreboard.as_ref() {
+            board.release(slot.slot);
+        }
         if let (Some(poll), Some(fd)) = (self.poll.as_ref(), slot.status_fd()) {
             let _ = poll.registry().deregister(&mut SourceFd(&fd.as_raw_fd()));
         }

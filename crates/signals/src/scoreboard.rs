@@ -13,6 +13,10 @@ use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
+/// A worker in the app longer than this no longer counts as a peer that will
+/// take the next connection soon (see [`Scoreboard::over_fair_share`]).
+const STUCK_MS: u64 = 20;
+
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::time::{clock_gettime, ClockId};
 
@@ -31,6 +35,10 @@ pub struct Slot {
     /// Requests completed by this worker.
     requests: AtomicU64,
     line: [AtomicU64; LINE_WORDS],
+    /// Connections the worker holds open (all its loops).
+    conns: AtomicU64,
+    /// 1 while the worker accepts connections (ready, not stopping).
+    accepting: AtomicU64,
 }
 
 /// Milliseconds of `CLOCK_MONOTONIC`, the same clock in every process of the machine.
@@ -89,9 +97,34 @@ impl Slot {
         ))
     }
 
+    /// ms in the current request, if the worker is in the app.
+    fn in_request_for(&self, now: u64) -> Option<u64> {
+        let since = self.busy_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| now.saturating_sub(since))
+    }
+
     /// Master: ms since the worker last showed life (its loop turned or it entered a request).
     pub fn silent_for(&self, now: u64) -> u64 {
         now.saturating_sub(self.beat_ms.load(Ordering::Relaxed))
+    }
+
+    /// Worker: a connection was accepted (+1) or closed (-1).
+    pub fn add_conns(&self, delta: i64) {
+        if delta >= 0 {
+            self.conns.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.conns
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn conns(&self) -> u64 {
+        self.conns.load(Ordering::Relaxed)
+    }
+
+    /// Worker: whether it takes new connections.
+    pub fn set_accepting(&self, on: bool) {
+        self.accepting.store(u64::from(on), Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> u64 {
@@ -109,10 +142,18 @@ pub struct Scoreboard {
     len: usize,
 }
 
+// SAFETY: the mapping is only ever accessed through `&Slot`, whose fields are
+// all atomics (built for sharing, across threads as across processes); the
+// pointer itself is never written after `new`.
+unsafe impl Send for Scoreboard {}
+// SAFETY: as for Send: every access is an atomic operation.
+unsafe impl Sync for Scoreboard {}
+
 impl Scoreboard {
-    /// Map `len` zeroed slots shared with every process forked afterwards.
+    /// Map `len` zeroed slots shared with every process forked afterwards (and one
+    /// more at the end whose `pid` holds how many slots were ever assigned).
     pub fn new(len: usize) -> io::Result<Scoreboard> {
-        let bytes = NonZeroUsize::new(len.max(1) * std::mem::size_of::<Slot>())
+        let bytes = NonZeroUsize::new((len.max(1) + 1) * std::mem::size_of::<Slot>())
             .ok_or(io::ErrorKind::InvalidInput)?;
         // SAFETY: a fresh anonymous mapping aliases nothing; it is zero-filled, and
         // zero is a valid value for every atomic in `Slot`; page alignment exceeds
@@ -149,21 +190,74 @@ impl Scoreboard {
         Some(unsafe { &*self.base.as_ptr().add(index) })
     }
 
+    /// The trailing slot: `pid` holds the number of slots ever assigned.
+    fn header(&self) -> &Slot {
+        // SAFETY: `new` mapped `len + 1` slots; the last one is the header.
+        unsafe { &*self.base.as_ptr().add(self.len) }
+    }
+
+    /// Slots that may belong to a worker: those below the highest ever assigned.
+    fn span(&self) -> usize {
+        usize::try_from(self.header().pid.load(Ordering::Relaxed))
+            .unwrap_or(0)
+            .min(self.len)
+    }
+
     /// Master: give slot `index` to a new worker, clearing what its last owner left.
     pub fn assign(&self, index: usize, pid: i32) {
         if let Some(s) = self.slot(index) {
             s.busy_since_ms.store(0, Ordering::Relaxed);
             s.requests.store(0, Ordering::Relaxed);
+            s.conns.store(0, Ordering::Relaxed);
+            s.accepting.store(0, Ordering::Relaxed);
             s.beat_ms.store(now_ms(), Ordering::Relaxed);
             s.pid.store(pid, Ordering::Relaxed);
+            let span = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            self.header().pid.fetch_max(span, Ordering::Relaxed);
         }
+    }
+
+    /// Master: the worker in slot `index` is gone; it no longer counts as a peer.
+    pub fn release(&self, index: usize) {
+        if let Some(s) = self.slot(index) {
+            s.accepting.store(0, Ordering::Relaxed);
+            s.conns.store(0, Ordering::Relaxed);
+            s.busy_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Worker `me` holds more than one connection above the average of the
+    /// workers that accept (leaving out any stuck in the app): it should leave the
+    /// next connection to a peer. This is what spreads a burst of keep-alive
+    /// connections evenly, where a shared listening socket lets whichever worker
+    /// wakes first take them all.
+    pub fn over_fair_share(&self, me: usize) -> bool {
+        let Some(mine) = self.slot(me).map(Slot::conns) else {
+            return false;
+        };
+        let now = now_ms();
+        let (mut total, mut peers) = (0u64, 0u64);
+        for i in 0..self.span() {
+            let Some(s) = self.slot(i) else { break };
+            let stuck = s.in_request_for(now).is_some_and(|ms| ms > STUCK_MS);
+            if i == me || (s.accepting.load(Ordering::Relaxed) == 1 && !stuck) {
+                total += s.conns();
+                peers += 1;
+            }
+        }
+        peers >= 2 && mine * peers > total + peers
     }
 }
 
 impl Drop for Scoreboard {
     fn drop(&mut self) {
         // SAFETY: unmapping the region this value mapped; no `&Slot` outlives `self`.
-        let _ = unsafe { munmap(self.base.cast(), self.len * std::mem::size_of::<Slot>()) };
+        let _ = unsafe {
+            munmap(
+                self.base.cast(),
+                (self.len + 1) * std::mem::size_of::<Slot>(),
+            )
+        };
     }
 }
 
@@ -190,5 +284,30 @@ mod tests {
         assert!(slot.in_request(now_ms()).is_none());
         assert_eq!(slot.requests(), 1);
         assert!(board.slot(4).is_none());
+    }
+
+    #[test]
+    fn fair_share_counts_accepting_peers_only() {
+        let board = Scoreboard::new(8).unwrap();
+        board.assign(0, 10);
+        board.assign(1, 11);
+        let (a, b) = (board.slot(0).unwrap(), board.slot(1).unwrap());
+        a.set_accepting(true);
+        b.set_accepting(true);
+        a.add_conns(4);
+        b.add_conns(1);
+        // 4 > (4 + 1) / 2 + 1: leave the next one to b.
+        assert!(board.over_fair_share(0));
+        assert!(!board.over_fair_share(1));
+        a.add_conns(-1);
+        assert!(!board.over_fair_share(0));
+        a.add_conns(5);
+        // A peer that stopped accepting, or is gone, takes nothing.
+        b.set_accepting(false);
+        assert!(!board.over_fair_share(0));
+        b.set_accepting(true);
+        assert!(board.over_fair_share(0));
+        board.release(1);
+        assert!(!board.over_fair_share(0));
     }
 }

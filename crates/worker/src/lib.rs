@@ -91,6 +91,7 @@ pub fn run(
     preloaded: Option<&App>,
 ) -> u8 {
     let status = std::fs::File::from(status);
+    let board = std::sync::Arc::new(board);
     let mut status_for_boot = status.try_clone().ok();
     let mut report = move |r: Report| {
         if let Some(s) = status_for_boot.as_mut() {
@@ -239,17 +240,25 @@ pub fn run(
         let shared = std::sync::Arc::new(server::Shared::default());
         // --threads: more loops, each with its own connections, calling the app
         // under the GIL; a slow request on one does not hold up the others.
-        let helpers =
-            match start_helpers(py, &opts, &app, &listeners, &status, max_requests, &shared) {
-                Ok(h) => h,
-                Err(e) => {
-                    report(Report::Failed {
-                        code: exit_code::WORKER_BOOT_FAILED,
-                        message: format!("Worker failed to boot: cannot start threads: {e}"),
-                    });
-                    return exit_code::WORKER_BOOT_FAILED;
-                }
-            };
+        let helpers = match start_helpers(
+            py,
+            &opts,
+            &app,
+            &listeners,
+            &status,
+            max_requests,
+            &shared,
+            (&board, slot),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                report(Report::Failed {
+                    code: exit_code::WORKER_BOOT_FAILED,
+                    message: format!("Worker failed to boot: cannot start threads: {e}"),
+                });
+                return exit_code::WORKER_BOOT_FAILED;
+            }
+        };
         let role = server::Role {
             signals: Some(signals),
             board: Some((board, slot)),
@@ -331,6 +340,7 @@ fn start_helpers(
     status: &std::fs::File,
     max_requests: Option<u64>,
     shared: &std::sync::Arc<server::Shared>,
+    (board, slot): (&std::sync::Arc<Scoreboard>, usize),
 ) -> std::io::Result<Vec<Helper>> {
     let extra = opts.threads.saturating_sub(1);
     if extra == 0 {
@@ -356,10 +366,11 @@ fn start_helpers(
             .collect::<Result<_, _>>()?;
         let status = status.try_clone()?;
         let access = access_log::AccessLog::open(opts.access_log.as_deref(), &format)?;
-        let (settings, error_log, shared) = (
+        let (settings, error_log, shared, board) = (
             opts.settings.clone(),
             opts.error_log.clone(),
             shared.clone(),
+            board.clone(),
         );
         let handle = std::thread::Builder::new()
             .name(format!("loop-{}", n + 1))
@@ -367,7 +378,7 @@ fn start_helpers(
                 ferricorn_wsgi::Python::attach(|py| {
                     let role = server::Role {
                         signals: None,
-                        board: None,
+                        board: Some((board, slot)),
                         reloader: None,
                         shared,
                     };

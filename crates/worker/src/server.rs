@@ -45,6 +45,9 @@ const LINGER: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(500);
+/// A worker over its fair share of connections leaves a new one to its peers
+/// this long; if none took it by then, it takes it after all.
+const ACCEPT_DEFER: Duration = Duration::from_millis(2);
 
 /// State the loops of one worker share when it runs several (`--threads`).
 #[derive(Default)]
@@ -70,10 +73,11 @@ impl Shared {
 }
 
 /// What one loop owns beyond connections: the main loop has the signals, the
-/// scoreboard slot and the reloader; the others (`--threads`) share the rest.
+/// request tracking in the scoreboard slot and the reloader; the others
+/// (`--threads`) share the rest, and count their connections in the same slot.
 pub struct Role {
     pub signals: Option<SelfPipe>,
-    pub board: Option<(Scoreboard, usize)>,
+    pub board: Option<(Arc<Scoreboard>, usize)>,
     pub reloader: Option<Reloader>,
     pub shared: Arc<Shared>,
 }
@@ -113,7 +117,9 @@ pub struct Server<'py> {
     accept_retry_at: Instant,
     last_sweep: Instant,
     scratch: Vec<u8>,
-    board: Option<(Scoreboard, usize)>,
+    board: Option<(Arc<Scoreboard>, usize)>,
+    /// This loop writes heartbeats and requests to the slot (the main loop).
+    tracks_requests: bool,
     shared: Arc<Shared>,
     reopened: u64,
     status: std::fs::File,
@@ -165,6 +171,7 @@ impl<'py> Server<'py> {
             mio_listeners.push(Some(l));
         }
         let now = Instant::now();
+        let tracks_requests = signals.is_some();
         Ok(Server {
             py,
             poll,
@@ -179,6 +186,7 @@ impl<'py> Server<'py> {
             accept_retry_at: now,
             last_sweep: now,
             scratch: Vec::new(),
+            tracks_requests,
             board,
             shared,
             reopened: 0,
@@ -197,16 +205,19 @@ impl<'py> Server<'py> {
     /// Serve until stopped and every connection is done.
     pub fn run(&mut self) {
         let mut events = Events::with_capacity(256);
+        if let Some(slot) = self.slot() {
+            slot.set_accepting(!self.stopping);
+        }
         loop {
             if self.stopping && self.conns.is_empty() {
                 return;
             }
             let now = Instant::now();
-            let timeout = if self.accept_pending
-                && now >= self.accept_retry_at
-                && self.conns.len() < self.settings.max_connections
+            let timeout = if self.accept_pending && self.conns.len() < self.settings.max_connections
             {
-                Duration::ZERO
+                self.accept_retry_at
+                    .saturating_duration_since(now)
+                    .min(SWEEP)
             } else {
                 SWEEP
             };
@@ -219,7 +230,7 @@ impl<'py> Server<'py> {
                 }
             }
             self.date.refresh(SystemTime::now());
-            if let Some(slot) = self.board.as_ref().and_then(|(b, i)| b.slot(*i)) {
+            if let Some(slot) = self.tracked_slot() {
                 slot.beat();
             }
             for event in events.iter() {
@@ -229,7 +240,7 @@ impl<'py> Server<'py> {
                     Token(t)
                         if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER =>
                     {
-                        self.accept(FIRST_LISTENER - t)
+                        self.accept_from(FIRST_LISTENER - t, false)
                     }
                     Token(key) => self.drive(key),
                 }
@@ -237,7 +248,7 @@ impl<'py> Server<'py> {
             if self.accept_pending && Instant::now() >= self.accept_retry_at {
                 self.accept_pending = false;
                 for i in 0..self.listeners.len() {
-                    self.accept(i);
+                    self.accept_from(i, true);
                 }
             }
             self.access.flush();
@@ -297,6 +308,9 @@ impl<'py> Server<'py> {
             return;
         }
         self.stopping = true;
+        if let Some(slot) = self.slot() {
+            slot.set_accepting(false);
+        }
         // The other loops of this worker (--threads) stop with this one.
         if !self.shared.stop.swap(true, Ordering::SeqCst) {
             self.shared.wake_all();
@@ -322,13 +336,33 @@ impl<'py> Server<'py> {
         }
     }
 
-    fn accept(&mut self, i: usize) {
-        for _ in 0..self.settings.accept_batch.max(1) {
+    fn slot(&self) -> Option<&Slot> {
+        self.board.as_ref().and_then(|(b, i)| b.slot(*i))
+    }
+
+    fn tracked_slot(&self) -> Option<&Slot> {
+        self.slot().filter(|_| self.tracks_requests)
+    }
+
+    /// Take connections from listener `i`: up to the batch, while this worker is
+    /// not over its fair share (unless `first_anyway`: a deferred connection no
+    /// peer took).
+    fn accept_from(&mut self, i: usize, first_anyway: bool) {
+        for n in 0..self.settings.accept_batch.max(1) {
             if self.stopping {
                 return;
             }
             if self.conns.len() >= self.settings.max_connections {
                 self.accept_pending = true;
+                return;
+            }
+            let over = self
+                .board
+                .as_ref()
+                .is_some_and(|(b, me)| b.over_fair_share(*me));
+            if over && !(first_anyway && n == 0) {
+                self.accept_pending = true;
+                self.accept_retry_at = Instant::now() + ACCEPT_DEFER;
                 return;
             }
             let Some(listener) = self.listeners.get(i).and_then(Option::as_ref) else {
@@ -349,6 +383,9 @@ impl<'py> Server<'py> {
                         .is_ok()
                     {
                         entry.insert(conn);
+                        if let Some(slot) = self.slot() {
+                            slot.add_conns(1);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -532,7 +569,11 @@ impl<'py> Server<'py> {
                         stopping,
                         signals: self.signals.as_ref(),
                         shared: &self.shared,
-                        slot: self.board.as_ref().and_then(|(b, i)| b.slot(*i)),
+                        slot: self
+                            .board
+                            .as_ref()
+                            .filter(|_| self.tracks_requests)
+                            .and_then(|(b, i)| b.slot(*i)),
                         access: &mut self.access,
                         trusted: &self.settings.trusted,
                         body_timeout: self.settings.body_timeout,
@@ -599,6 +640,9 @@ impl<'py> Server<'py> {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.sock);
+            if let Some(slot) = self.slot() {
+                slot.add_conns(-1);
+            }
         }
     }
 }

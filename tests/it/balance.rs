@@ -1,0 +1,43 @@
+//! Connections spread over workers: a burst of keep-alive connections must not
+//! all land on whichever worker woke first.
+
+use std::collections::HashMap;
+
+use crate::util::http::Client;
+use crate::util::ServerBuilder;
+
+/// Open `n` connections at once, then ask each which worker holds it.
+fn split(server: &crate::util::Server, n: usize) -> HashMap<String, usize> {
+    let mut clients: Vec<Client> = (0..n)
+        .map(|_| Client::connect(server.addr()).unwrap())
+        .collect();
+    let mut counts = HashMap::new();
+    for c in &mut clients {
+        let pid = c.get("/pid").unwrap().text();
+        *counts.entry(pid).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
+    let _exclusive = crate::util::exclusive();
+    let server = ServerBuilder::new("basic:app").workers(2).start();
+    let counts = split(&server, 40);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    // Even would be 20/20; a worker leaves new connections to its peer once it
+    // holds more than one above the average.
+    assert!(counts.values().all(|&n| n >= 14), "{counts:?}");
+}
+
+#[test]
+fn threads_count_their_connections_toward_the_workers_share() {
+    let _exclusive = crate::util::exclusive();
+    let server = ServerBuilder::new("basic:app")
+        .workers(2)
+        .args(&["--threads", "2"])
+        .start();
+    let counts = split(&server, 40);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert!(counts.values().all(|&n| n >= 14), "{counts:?}");
+}
