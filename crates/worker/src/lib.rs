@@ -332,6 +332,7 @@ fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> 
 type Helper = std::thread::JoinHandle<()>;
 
 /// Start `--threads` − 1 more loops on copies of the listening sockets.
+#[allow(clippy::too_many_arguments)]
 fn start_helpers(
     py: ferricorn_wsgi::Python<'_>,
     opts: &WorkerOptions,
