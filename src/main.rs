@@ -308,6 +308,7 @@ fn serve(config: &Config) -> Exit {
                 config.limit_request_fields,
                 config.limit_request_field_size,
                 config.limit_request_body,
+                config.permit_obsolete_folding,
             ),
             master_pid,
             trusted: config.forwarded_allow_ips.clone(),

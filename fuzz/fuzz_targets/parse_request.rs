@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         max_headers: 16,
         max_head: 2048,
         max_body: 4096,
+        ..Limits::default()
     };
     let seen = |cuts: &[usize]| {
         let mut o = common::run(stream, &limits, cuts);

@@ -185,3 +185,24 @@ fn proxy_protocol_v1_and_v2_set_the_client_address_for_allowed_peers() {
     );
     assert!(line.starts_with("HTTP/1.1 403") && closed, "{line}");
 }
+
+#[test]
+fn obs_fold_is_accepted_only_with_permit_obsolete_folding() {
+    let raw = b"GET /env HTTP/1.1\r\nHost: t\r\nX-Folded: one\r\n two\r\nX-After: yes\r\n\r\n";
+    let strict = ServerBuilder::new("basic:app").start();
+    let mut c = http::Client::connect(strict.addr()).unwrap();
+    c.send(raw).unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 400);
+    let permissive = ServerBuilder::new("basic:app")
+        .arg("--permit-obsolete-folding")
+        .start();
+    let mut c = http::Client::connect(permissive.addr()).unwrap();
+    c.send(raw).unwrap();
+    let resp = c.read_response(false).unwrap();
+    assert_eq!(resp.status, 200);
+    let env = resp.text();
+    assert!(env.contains(r#""HTTP_X_FOLDED": "one   two""#), "{env}");
+    assert!(env.contains(r#""HTTP_X_AFTER": "yes""#), "{env}");
+    // The connection goes on: the fold did not shift where the next request starts.
+    assert_eq!(c.get("/").unwrap().status, 200);
+}

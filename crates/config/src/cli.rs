@@ -175,6 +175,10 @@ pub struct Cli {
     #[arg(long = "limit-request-body", value_name = "BYTES")]
     pub limit_request_body: Option<u64>,
 
+    /// Accept obs-fold (a header field continued on the next line after a space or tab) instead of answering 400, as gunicorn's option.
+    #[arg(long = "permit-obsolete-folding")]
+    pub permit_obsolete_folding: bool,
+
     /// Bodies up to this many bytes are received before the app runs; larger ones stream to it as it reads wsgi.input [default: 1048576].
     #[arg(long = "body-buffer-size", value_name = "BYTES")]
     pub body_buffer_size: Option<u64>,
@@ -262,6 +266,7 @@ impl Cli {
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,
             body_buffer_size: self.body_buffer_size,
+            permit_obsolete_folding: self.permit_obsolete_folding.then_some(true),
             limit_request_line: self.limit_request_line,
             limit_request_fields: self.limit_request_fields,
             limit_request_field_size: self.limit_request_field_size,
@@ -318,8 +323,6 @@ pub struct GunicornCompat {
     pub no_control_socket: bool,
     #[arg(long = "control-socket", hide = true, value_name = "PATH")]
     pub control_socket: Option<String>,
-    #[arg(long = "permit-obsolete-folding", hide = true)]
-    pub permit_obsolete_folding: bool,
     #[arg(long = "strip-header-spaces", hide = true)]
     pub strip_header_spaces: bool,
     #[arg(long = "permit-unconventional-http-method", hide = true)]
@@ -414,14 +417,13 @@ impl GunicornCompat {
                 "not applicable to ferricorn",
             );
         }
-        if self.permit_obsolete_folding
-            || self.strip_header_spaces
+        if self.strip_header_spaces
             || self.permit_unconventional_http_method
             || self.permit_unconventional_http_version
             || self.casefold_http_method
         {
             ignored(
-                "--permit-*/--strip-header-spaces/--casefold-http-method",
+                "--permit-unconventional-*/--strip-header-spaces/--casefold-http-method",
                 "ferricorn's HTTP parser stays strict (RFC 9112)",
             );
         }

@@ -84,6 +84,8 @@ pub struct Config {
     pub limit_request_body: u64,
     /// Bodies larger than this stream to the app instead of being received first.
     pub body_buffer_size: usize,
+    /// Accept obs-fold in request heads (gunicorn's option) instead of 400.
+    pub permit_obsolete_folding: bool,
     /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
     pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
@@ -371,6 +373,7 @@ impl Config {
             header_timeout: non_negative("header_timeout", s.header_timeout, 30.0)?,
             body_timeout: non_negative("body_timeout", s.body_timeout, 30.0)?,
             limit_request_body: s.limit_request_body.unwrap_or(100 * 1024 * 1024),
+            permit_obsolete_folding: s.permit_obsolete_folding.unwrap_or(false),
             body_buffer_size: usize::try_from(s.body_buffer_size.unwrap_or(1024 * 1024))
                 .unwrap_or(usize::MAX),
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),

@@ -356,6 +356,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",
         "body_buffer_size" => "--body-buffer-size",
+        "permit_obsolete_folding" => "--permit-obsolete-folding",
         "limit_request_line" => "--limit-request-line",
         "limit_request_fields" => "--limit-request-fields",
         "limit_request_field_size" => "--limit-request-field_size",

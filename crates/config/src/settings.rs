@@ -140,6 +140,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_buffer_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub permit_obsolete_folding: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_request_fields: Option<u64>,
@@ -194,6 +196,7 @@ pub const NAMES: &[&str] = &[
     "body_timeout",
     "limit_request_body",
     "body_buffer_size",
+    "permit_obsolete_folding",
 ];
 
 fn bool_or_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StrOrList>, D::Error> {
@@ -262,7 +265,7 @@ pub fn default_text(name: &str) -> &'static str {
         "threads" => "1",
         "proc_name" => "none",
         "sendfile" => "true",
-        "reuse_port" => "false",
+        "reuse_port" | "permit_obsolete_folding" => "false",
         "proxy_protocol" => "\"off\"",
         "proxy_allow_ips" => "\"127.0.0.1,::1\"",
         "limit_request_line" => "4094",

@@ -32,6 +32,10 @@ pub struct Limits {
     pub max_head: usize,
     /// Largest request body; `u64::MAX` means unlimited (413 above it).
     pub max_body: u64,
+    /// Accept obs-fold (a field line continued on the next line after SP or
+    /// HTAB), as gunicorn's `permit_obsolete_folding`; else it is a 400. Only
+    /// [`parse_head_unfolding`] can accept it, since it rewrites the buffer.
+    pub permit_obs_fold: bool,
 }
 
 impl Default for Limits {
@@ -42,6 +46,7 @@ impl Default for Limits {
             max_field_size: 8190,
             max_head: 64 * 1024,
             max_body: u64::MAX,
+            permit_obs_fold: false,
         }
     }
 }
@@ -121,6 +126,37 @@ pub fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<Parsed
     Ok(Parsed::Complete)
 }
 
+/// As [`parse_head`], and with `limits.permit_obs_fold` also accepting obs-fold:
+/// once the head is complete, each fold's CRLF is replaced in place by two SP
+/// (RFC 9112 §5.2 lets a recipient replace an obs-fold with SP before it
+/// interprets the field), so the continued field reads as one line and every
+/// offset stays valid. Line limits then apply to the unfolded field.
+pub fn parse_head_unfolding(
+    buf: &mut [u8],
+    limits: &Limits,
+    head: &mut Head,
+) -> Result<Parsed, HttpError> {
+    let Some((start, end)) = find_head(buf, limits)? else {
+        return Ok(Parsed::Partial);
+    };
+    let section = &mut buf[start..end];
+    for i in 0..section.len().saturating_sub(2) {
+        if section[i] == b'\r' && section[i + 1] == b'\n' && matches!(section[i + 2], b' ' | b'\t')
+        {
+            section[i] = b' ';
+            section[i + 1] = b' ';
+        }
+    }
+    parse_head(
+        buf,
+        &Limits {
+            permit_obs_fold: false,
+            ..limits.clone()
+        },
+        head,
+    )
+}
+
 /// Find the head's bounds without parsing it: `Some((start, end))` where
 /// `start` skips leading empty lines and `end` is just past the empty line
 /// that closes the head, or `None` if that line has not arrived yet.
@@ -166,7 +202,7 @@ fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, Http
         }
         // RFC 9112 §5.2: obs-fold is deprecated; a server MAY reject it with
         // 400, which is the only answer that cannot be misread downstream.
-        if !is_request_line && matches!(line[0], b' ' | b'\t') {
+        if !is_request_line && matches!(line[0], b' ' | b'\t') && !limits.permit_obs_fold {
             return Err(HttpError::BadRequest("obsolete line folding"));
         }
         is_request_line = false;
@@ -685,6 +721,7 @@ mod tests {
             max_field_size: 10,
             max_head: 60,
             max_body: 100,
+            permit_obs_fold: false,
         };
         let cases: &[(&str, &[u8], Result<Parsed, HttpError>)] = &[
             // (what it guards, request, result under `small`)
@@ -756,5 +793,43 @@ mod tests {
         assert_eq!(parse_content_length(b"007"), Ok(7));
         assert!(is_tchar(b'~') && !is_tchar(b'"') && !is_tchar(b' '));
         assert!(is_ctl(0) && is_ctl(0x7f) && !is_ctl(b'\t') && !is_ctl(0x80));
+    }
+
+    #[test]
+    fn obs_fold_is_unfolded_in_place_only_when_permitted() {
+        let permit = Limits {
+            permit_obs_fold: true,
+            ..Limits::default()
+        };
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: one\r\n two\r\n\tthree\r\nY: 1\r\n\r\n";
+        let mut buf = raw.to_vec();
+        let mut head = Head::default();
+        assert_eq!(
+            parse_head_unfolding(&mut buf, &permit, &mut head),
+            Ok(Parsed::Complete)
+        );
+        let fields: Vec<(&[u8], &[u8])> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (&buf[n.clone()], &buf[v.clone()]))
+            .collect();
+        assert_eq!(fields[1], (&b"X"[..], &b"one   two  \tthree"[..]));
+        assert_eq!(fields[2], (&b"Y"[..], &b"1"[..]));
+        assert_eq!(head.len, raw.len());
+        // Not permitted: refused, whichever function is used.
+        let mut buf = raw.to_vec();
+        assert_eq!(
+            parse_head_unfolding(&mut buf, &Limits::default(), &mut head),
+            Err(HttpError::BadRequest("obsolete line folding"))
+        );
+        // A partial head with a fold waits for the rest when permitted.
+        let mut part = raw[..raw.len() - 10].to_vec();
+        assert_eq!(
+            parse_head_unfolding(&mut part, &permit, &mut head),
+            Ok(Parsed::Partial)
+        );
+        // Whitespace before the first field continues nothing: still refused.
+        let mut odd = b"GET / HTTP/1.1\r\n X: y\r\nHost: a\r\n\r\n".to_vec();
+        assert!(parse_head_unfolding(&mut odd, &permit, &mut head).is_err());
     }
 }

@@ -87,7 +87,11 @@ fn spec() -> impl Strategy<Value = Spec> {
             method,
             target,
             // Chunked is HTTP/1.1 only (a 1.0 request with it is refused).
-            minor: if matches!(body, Some(Body::Chunked(..))) { 1 } else { minor },
+            minor: if matches!(body, Some(Body::Chunked(..))) {
+                1
+            } else {
+                minor
+            },
             headers,
             body,
         })

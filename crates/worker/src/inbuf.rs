@@ -19,6 +19,10 @@ impl InBuf {
         &self.data[self.start..self.end]
     }
 
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }

@@ -444,6 +444,7 @@ pub fn limits(
     fields: usize,
     field_size: usize,
     max_body: u64,
+    permit_obs_fold: bool,
 ) -> ferricorn_http::Limits {
     ferricorn_http::Limits {
         max_request_line: request_line,
@@ -452,7 +453,7 @@ pub fn limits(
         // Room for every field at its limit would be megabytes; 64 KiB is plenty
         // for real clients, unless the limits were raised past it.
         max_head: (64 * 1024).max(request_line + field_size * 2),
-        // Bodies are buffered in memory before the app is called: this bounds it.
         max_body,
+        permit_obs_fold,
     }
 }

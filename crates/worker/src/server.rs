@@ -9,8 +9,9 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use ferricorn_http::{
-    forwarded_scheme, parse_head, parse_proxy, write_error, AllowList, ChunkStatus, ChunkedDecoder,
-    Framing, HttpDate, HttpError, Limits, Parsed, ProxyParsed, ProxySource,
+    forwarded_scheme, parse_head, parse_head_unfolding, parse_proxy, write_error, AllowList,
+    ChunkStatus, ChunkedDecoder, Framing, HttpDate, HttpError, Limits, Parsed, ProxyParsed,
+    ProxySource,
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{Report, SelfPipe, Signal};
@@ -522,7 +523,13 @@ impl<'py> Server<'py> {
                             }
                         }
                     }
-                    match parse_head(conn.inbuf.bytes(), &self.settings.limits, &mut conn.head) {
+                    let limits = &self.settings.limits;
+                    let parsed = if limits.permit_obs_fold {
+                        parse_head_unfolding(conn.inbuf.bytes_mut(), limits, &mut conn.head)
+                    } else {
+                        parse_head(conn.inbuf.bytes(), limits, &mut conn.head)
+                    };
+                    match parsed {
                         Ok(Parsed::Partial) => return,
                         Err(e) => {
                             reject(conn, e, &self.date);
