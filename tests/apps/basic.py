@@ -391,3 +391,17 @@ def fork_term(environ, start_response):
 
 
 ROUTES["/fork-term"] = fork_term
+
+
+KEPT = []
+
+
+def keep_start_response(environ, start_response):
+    """Keep start_response past the request; say whether this one is a kept one."""
+    reused = any(k is start_response for k in KEPT)
+    KEPT.append(start_response)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"reused" if reused else b"fresh"]
+
+
+ROUTES["/keep-start-response"] = keep_start_response

@@ -130,3 +130,14 @@ fn file_wrapper_sends_regular_files_with_offsets_and_limits_and_iterates_the_res
         assert_eq!(c.get("/").unwrap().status, 200);
     }
 }
+
+#[test]
+fn a_start_response_the_app_keeps_is_never_handed_to_another_request() {
+    let server = ServerBuilder::new("basic:app").start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    for _ in 0..3 {
+        // Requests in between, whose start_response may be recycled.
+        assert_eq!(c.get("/").unwrap().status, 200);
+        assert_eq!(c.get("/keep-start-response").unwrap().text(), "fresh");
+    }
+}

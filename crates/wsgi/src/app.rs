@@ -68,6 +68,9 @@ pub struct App {
     /// gunicorn.conf.py hooks, when it defines pre_request or post_request.
     hooks: Option<Hooks>,
     request_hooks: bool,
+    /// The start_response of the last request, reused when nothing else holds it
+    /// (a new Python object per request shows in profiles).
+    start: Option<Py<StartResponse>>,
 }
 
 impl App {
@@ -102,6 +105,7 @@ impl App {
             format_exception,
             hooks: None,
             request_hooks: false,
+            start: None,
             file_wrapper,
             regular_file,
             sendfile: true,
@@ -134,6 +138,7 @@ impl App {
                 .unbind(),
             hooks: None,
             request_hooks: false,
+            start: None,
             file_wrapper,
             regular_file,
             sendfile: false,
@@ -151,6 +156,7 @@ impl App {
             format_exception: self.format_exception.clone_ref(py),
             hooks: None,
             request_hooks: false,
+            start: None,
             file_wrapper: self.file_wrapper.clone_ref(py),
             regular_file: self.regular_file.clone_ref(py),
             sendfile: self.sendfile,
@@ -180,7 +186,7 @@ impl App {
         req: &Request<'_>,
         sink: &mut dyn ResponseSink,
     ) -> Result<(), CallError> {
-        let start = match Bound::new(py, StartResponse::default()) {
+        let start = match self.start_response(py) {
             Ok(s) => s,
             Err(e) => return Err(self.app_error(py, e, false)),
         };
@@ -206,10 +212,18 @@ impl App {
             Err(e) => return Err(self.app_error(py, e, false)),
         };
         let outcome = self.send_body(py, &result, &start, sink);
-        let close_result = match result.getattr_opt(pyo3::intern!(py, "close")) {
-            Ok(Some(close)) => close.call0().map(drop),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+        // A list or tuple has no close(); asking would raise and discard an
+        // AttributeError per request (before Python 3.13).
+        let plain = result.is_exact_instance_of::<pyo3::types::PyList>()
+            || result.is_exact_instance_of::<pyo3::types::PyTuple>();
+        let close_result = if plain {
+            Ok(())
+        } else {
+            match result.getattr_opt(pyo3::intern!(py, "close")) {
+                Ok(Some(close)) => close.call0().map(drop),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
         };
         // As gunicorn: after the body and close().
         if let (Some(h), Some(r)) = (&self.hooks, &hook_req) {
@@ -228,6 +242,24 @@ impl App {
             (Ok(()), Err(e)) => Err(self.app_error(py, e, sent)),
             (Ok(()), Ok(())) => Ok(()),
         }
+    }
+
+    /// A start_response for this request: last request's when only this App
+    /// still refers to it (an app that kept it gets to keep it unchanged).
+    fn start_response<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, StartResponse>> {
+        if let Some(s) = &self.start {
+            // Deprecated in favour of an unsafe ffi call; this read is all we need.
+            #[allow(deprecated)]
+            let only_ours = s.get_refcnt(py) == 1;
+            if only_ours {
+                let s = s.bind(py).clone();
+                s.borrow_mut().reset();
+                return Ok(s);
+            }
+        }
+        let s = Bound::new(py, StartResponse::default())?;
+        self.start = Some(s.clone().unbind());
+        Ok(s)
     }
 
     fn send_body(

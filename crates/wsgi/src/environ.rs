@@ -85,10 +85,15 @@ impl Environ {
         if req.url_scheme != "http" {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), req.url_scheme)?;
         }
-        env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), req.peer.ip().to_string())?;
+        let mut digits = [0u8; 40];
+        env.set_item(
+            pyo3::intern!(py, "REMOTE_ADDR"),
+            PyString::new(py, ip_text(req.peer.ip(), &mut digits)),
+        )?;
+        let mut port = [0u8; 5];
         env.set_item(
             pyo3::intern!(py, "REMOTE_PORT"),
-            req.peer.port().to_string(),
+            PyString::new(py, decimal(req.peer.port(), &mut port)),
         )?;
 
         let mut host = None;
@@ -158,6 +163,48 @@ impl Environ {
         }
         key
     }
+}
+
+/// An address as text without the formatting machinery (it shows in profiles
+/// at ~100k requests/s); IPv6 takes the standard library's path.
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 40]) -> &str {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                let mut d = [0u8; 5];
+                let s = decimal(u16::from(octet), &mut d);
+                buf[len..len + s.len()].copy_from_slice(s.as_bytes());
+                len += s.len();
+            }
+            std::str::from_utf8(&buf[..len]).unwrap_or_default()
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{v6}");
+            let len = cursor.position() as usize;
+            std::str::from_utf8(&buf[..len]).unwrap_or_default()
+        }
+    }
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
 /// A native string from bytes, decoded as latin-1 (PEP 3333: environ values are
@@ -240,6 +287,25 @@ fn server_name_port(host: Option<&[u8]>, local: SocketAddr) -> (String, String) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_ports_as_text() {
+        let mut b = [0u8; 40];
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.255.9",
+            "::1",
+            "2001:db8::ff00:42:8329",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed, &mut b), ip);
+        }
+        let mut d = [0u8; 5];
+        for n in [0u16, 7, 80, 65535, 10000] {
+            assert_eq!(decimal(n, &mut d), n.to_string());
+        }
+    }
 
     #[test]
     fn targets() {

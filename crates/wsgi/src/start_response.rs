@@ -36,6 +36,17 @@ pub struct StartResponse {
     pub written: Vec<u8>,
 }
 
+impl StartResponse {
+    /// Ready for another request, keeping the allocations.
+    pub fn reset(&mut self) {
+        self.status = None;
+        self.headers.clear();
+        self.close = false;
+        self.headers_sent = false;
+        self.written.clear();
+    }
+}
+
 #[pymethods]
 impl StartResponse {
     #[pyo3(signature = (status, response_headers, exc_info=None))]
@@ -77,19 +88,21 @@ impl StartResponse {
                     "each response header must be a (name, value) tuple of str",
                 ));
             }
-            let name = header_str(&pair.get_item(0)?, "name")?;
-            let value = header_str(&pair.get_item(1)?, "value")?;
+            let name = latin1(&pair.get_item(0)?, "response header name")?;
+            let value = latin1(&pair.get_item(1)?, "response header value")?;
             validate_name(&name)?;
             validate_value(&name, &value)?;
-            let lower = String::from_utf8_lossy(&name).to_ascii_lowercase();
-            if lower == "connection" {
+            if name.eq_ignore_ascii_case(b"connection") {
                 // Tolerated, as gunicorn does, because apps use it to ask for a close.
                 close |= String::from_utf8_lossy(&value)
                     .split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("close"));
                 continue;
             }
-            if HOP_BY_HOP.contains(&lower.as_str()) {
+            if HOP_BY_HOP
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+            {
                 // PEP 3333: hop-by-hop headers are the server's; framing headers from
                 // the app would corrupt the response.
                 return Err(PyValueError::new_err(format!(
@@ -104,7 +117,7 @@ impl StartResponse {
         this.headers = headers;
         this.close = close;
         drop(this);
-        slf.getattr("write")
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
 
     /// The legacy write() callable returned by start_response.
@@ -137,10 +150,6 @@ fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
                 .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
         })
         .collect()
-}
-
-fn header_str(v: &Bound<'_, PyAny>, part: &str) -> PyResult<Vec<u8>> {
-    latin1(v, &format!("response header {part}"))
 }
 
 fn validate_status(status: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
