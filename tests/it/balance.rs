@@ -26,8 +26,10 @@ fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
     let counts = split(&server, 40);
     assert_eq!(counts.len(), 2, "{counts:?}");
     // Even would be 20/20; a worker leaves new connections to its peer once it
-    // holds more than one above the average.
-    assert!(counts.values().all(|&n| n >= 14), "{counts:?}");
+    // holds more than one above the average. A peer that is not scheduled within
+    // 2 ms (a loaded machine) loses the connection to the other after all, so
+    // the bound is 25 % each; without fair-share accepts it was 40/0.
+    assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
 }
 
 #[test]
@@ -39,5 +41,5 @@ fn threads_count_their_connections_toward_the_workers_share() {
         .start();
     let counts = split(&server, 40);
     assert_eq!(counts.len(), 2, "{counts:?}");
-    assert!(counts.values().all(|&n| n >= 14), "{counts:?}");
+    assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
 }

@@ -5,7 +5,6 @@
 //! a measurable share of a fast server's time per request.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -38,6 +37,22 @@ impl Environ {
             concat!("ferricorn/", env!("CARGO_PKG_VERSION")),
         )?;
         base.set_item("SCRIPT_NAME", "")?;
+        // Keys every request sets, present in the copy already: setting them then
+        // replaces a value instead of growing (and rebuilding) the copy's table.
+        for key in [
+            "REQUEST_METHOD",
+            "PATH_INFO",
+            "QUERY_STRING",
+            "RAW_URI",
+            "SERVER_PROTOCOL",
+            "REMOTE_ADDR",
+            "REMOTE_PORT",
+            "SERVER_NAME",
+            "SERVER_PORT",
+            "wsgi.input",
+        ] {
+            base.set_item(pyo3::types::PyString::intern(py, key), py.None())?;
+        }
         Ok(Environ {
             multiprocess,
             base: base.unbind(),
@@ -125,7 +140,16 @@ impl Environ {
                 None => env.set_item(key, value)?,
             }
         }
-        let (server_name, server_port) = server_name_port(host, req.local);
+        let (server_name, server_port) = match host.filter(|h| !h.is_empty()) {
+            Some(h) => {
+                let (name, port) = split_host(h);
+                (latin1(py, name), latin1(py, port))
+            }
+            None => (
+                PyString::new(py, ip_text(req.local.ip(), &mut digits)),
+                PyString::new(py, decimal(req.local.port(), &mut port)),
+            ),
+        };
         env.set_item(pyo3::intern!(py, "SERVER_NAME"), server_name)?;
         env.set_item(pyo3::intern!(py, "SERVER_PORT"), server_port)?;
         env.set_item(
@@ -262,26 +286,22 @@ fn percent_decode(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// SERVER_NAME and SERVER_PORT from the Host header, else the listening address.
-fn server_name_port(host: Option<&[u8]>, local: SocketAddr) -> (String, String) {
-    if let Some(host) = host
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .filter(|h| !h.is_empty())
-    {
-        if let Some(rest) = host.strip_prefix('[') {
-            if let Some((name, after)) = rest.split_once(']') {
-                let port = after
-                    .strip_prefix(':')
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or("80");
-                return (name.to_string(), port.to_string());
-            }
+/// SERVER_NAME and SERVER_PORT from a Host header (`name`, `name:port`,
+/// `[v6]:port`); the port is 80 when the header names none.
+fn split_host(host: &[u8]) -> (&[u8], &[u8]) {
+    if let Some(rest) = host.strip_prefix(b"[") {
+        if let Some(i) = rest.iter().position(|&b| b == b']') {
+            let port = rest[i + 1..]
+                .strip_prefix(b":")
+                .filter(|p| !p.is_empty())
+                .unwrap_or(b"80");
+            return (&rest[..i], port);
         }
-        return match host.rsplit_once(':') {
-            Some((name, port)) if !name.contains(':') => (name.to_string(), port.to_string()),
-            _ => (host, "80".to_string()),
-        };
     }
-    (local.ip().to_string(), local.port().to_string())
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host[..i].contains(&b':') => (&host[..i], &host[i + 1..]),
+        _ => (host, b"80"),
+    }
 }
 
 #[cfg(test)]
@@ -342,22 +362,15 @@ mod tests {
 
     #[test]
     fn host_header() {
-        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
-        assert_eq!(
-            server_name_port(Some(b"example.com:8080"), local),
-            ("example.com".into(), "8080".into())
-        );
-        assert_eq!(
-            server_name_port(Some(b"example.com"), local),
-            ("example.com".into(), "80".into())
-        );
-        assert_eq!(
-            server_name_port(Some(b"[::1]:9"), local),
-            ("::1".into(), "9".into())
-        );
-        assert_eq!(
-            server_name_port(None, local),
-            ("127.0.0.1".into(), "8000".into())
-        );
+        let cases: &[(&[u8], &[u8], &[u8])] = &[
+            (b"example.com:8080", b"example.com", b"8080"),
+            (b"example.com", b"example.com", b"80"),
+            (b"[::1]:9", b"::1", b"9"),
+            (b"[::1]", b"::1", b"80"),
+            (b"::1", b"::1", b"80"),
+        ];
+        for &(host, name, port) in cases {
+            assert_eq!(split_host(host), (name, port), "{host:?}");
+        }
     }
 }
