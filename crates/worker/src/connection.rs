@@ -38,6 +38,9 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// The client shut its write side (read returned 0).
     pub peer_closed: bool,
+    /// With `close_after_flush`: close without lingering (the client asked for
+    /// the close and has nothing more in flight).
+    pub close_at_once: bool,
     /// Reading stopped before the socket said WouldBlock (backpressure); resume by hand.
     pub read_pending: bool,
     /// Output is waiting for the socket: registered for WRITABLE.
@@ -63,6 +66,7 @@ impl Conn {
             body: Vec::new(),
             close_after_flush: false,
             peer_closed: false,
+            close_at_once: false,
             read_pending: false,
             want_write: false,
             deadline,

@@ -74,6 +74,25 @@ impl InBuf {
         Ok(n)
     }
 
+    /// Start on a buffer a closed connection left (its contents are garbage and
+    /// are never read): zeroing a fresh 16 KiB per connection shows in profiles
+    /// of `Connection: close` traffic.
+    pub fn with_spare(mut data: Vec<u8>) -> InBuf {
+        if data.len() != INITIAL {
+            data = Vec::new();
+        }
+        InBuf {
+            data,
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The buffer, for the next connection, if it is the common size.
+    pub fn into_spare(self) -> Option<Vec<u8>> {
+        (self.data.len() == INITIAL).then_some(self.data)
+    }
+
     /// Give memory back after a large request, so an idle keep-alive connection
     /// does not hold megabytes.
     pub fn shrink_if_idle(&mut self) {

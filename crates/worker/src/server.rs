@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Phase};
+use crate::inbuf::InBuf;
 use crate::reloader::Reloader;
 use crate::responder::{RequestInfo, Responder, WRITE_STALL};
 use crate::stream_body::{Failure, StreamBody};
@@ -44,6 +45,8 @@ const READ_CAP: usize = 1 << 20;
 const LINGER: Duration = Duration::from_secs(2);
 /// Idle connections get this long after a stop begins to send one more request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// Receive buffers kept for new connections, at most.
+const SPARE_BUFS: usize = 64;
 /// How often deadlines are checked.
 const SWEEP: Duration = Duration::from_millis(500);
 /// A worker over its fair share of connections leaves a new one to its peers
@@ -108,6 +111,11 @@ pub struct Server<'py> {
     py: Python<'py>,
     poll: Poll,
     listeners: Vec<Option<TcpListener>>,
+    /// Each listener's address: a connection's local address, unless the
+    /// listener is bound to a wildcard address.
+    listener_addrs: Vec<std::net::SocketAddr>,
+    /// Receive buffers of closed connections, for new ones.
+    spare_bufs: Vec<Vec<u8>>,
     conns: Slab<Conn>,
     signals: Option<SelfPipe>,
     app: App,
@@ -115,6 +123,8 @@ pub struct Server<'py> {
     settings: Settings,
     stopping: bool,
     accept_pending: bool,
+    /// The pending accept was left to the peers (fair share), not cut short.
+    accept_deferred: bool,
     accept_retry_at: Instant,
     last_sweep: Instant,
     scratch: Vec<u8>,
@@ -164,8 +174,10 @@ impl<'py> Server<'py> {
             wakers.push(waker);
         }
         let mut mio_listeners = Vec::new();
+        let mut listener_addrs = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
+            listener_addrs.push(l.local_addr()?);
             let mut l = TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
@@ -177,6 +189,8 @@ impl<'py> Server<'py> {
             py,
             poll,
             listeners: mio_listeners,
+            listener_addrs,
+            spare_bufs: Vec::new(),
             conns: Slab::new(),
             signals,
             app,
@@ -184,6 +198,7 @@ impl<'py> Server<'py> {
             settings,
             stopping: false,
             accept_pending: false,
+            accept_deferred: false,
             accept_retry_at: now,
             last_sweep: now,
             scratch: Vec::new(),
@@ -248,8 +263,11 @@ impl<'py> Server<'py> {
             }
             if self.accept_pending && Instant::now() >= self.accept_retry_at {
                 self.accept_pending = false;
+                // Only connections left to the peers are taken regardless of the
+                // share; a batch that merely ran out goes on as usual.
+                let anyway = std::mem::take(&mut self.accept_deferred);
                 for i in 0..self.listeners.len() {
-                    self.accept_from(i, true);
+                    self.accept_from(i, anyway);
                 }
             }
             self.access.flush();
@@ -346,10 +364,10 @@ impl<'py> Server<'py> {
     }
 
     /// Take connections from listener `i`: up to the batch, while this worker is
-    /// not over its fair share (unless `first_anyway`: a deferred connection no
-    /// peer took).
-    fn accept_from(&mut self, i: usize, first_anyway: bool) {
-        for n in 0..self.settings.accept_batch.max(1) {
+    /// not over its fair share (unless `anyway`: connections deferred to the
+    /// peers are still waiting, so the peers are not taking them promptly).
+    fn accept_from(&mut self, i: usize, anyway: bool) {
+        for _ in 0..self.settings.accept_batch.max(1) {
             if self.stopping {
                 return;
             }
@@ -361,8 +379,9 @@ impl<'py> Server<'py> {
                 .board
                 .as_ref()
                 .is_some_and(|(b, me)| b.over_fair_share(*me));
-            if over && !(first_anyway && n == 0) {
+            if over && !anyway {
                 self.accept_pending = true;
+                self.accept_deferred = true;
                 self.accept_retry_at = Instant::now() + ACCEPT_DEFER;
                 return;
             }
@@ -372,11 +391,17 @@ impl<'py> Server<'py> {
             match listener.accept() {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let local = sock.local_addr().unwrap_or(peer);
+                    let local = match self.listener_addrs.get(i) {
+                        Some(a) if !a.ip().is_unspecified() => *a,
+                        _ => sock.local_addr().unwrap_or(peer),
+                    };
                     let deadline = Instant::now() + self.settings.keepalive;
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let mut conn = Conn::new(sock, peer, local, deadline);
+                    if let Some(buf) = self.spare_bufs.pop() {
+                        conn.inbuf = InBuf::with_spare(buf);
+                    }
                     if self
                         .poll
                         .registry()
@@ -460,6 +485,10 @@ impl<'py> Server<'py> {
                         );
                     }
                     if conn.close_after_flush {
+                        if conn.close_at_once {
+                            self.close(key);
+                            return;
+                        }
                         start_linger(conn);
                         continue;
                     }
@@ -645,8 +674,13 @@ impl<'py> Server<'py> {
 
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
-            let mut conn = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut conn.sock);
+            // Closing the socket takes it out of epoll: no deregister call needed.
+            let conn = self.conns.remove(key);
+            if self.spare_bufs.len() < SPARE_BUFS {
+                if let Some(buf) = conn.inbuf.into_spare() {
+                    self.spare_bufs.push(buf);
+                }
+            }
             if let Some(slot) = self.slot() {
                 slot.add_conns(-1);
             }
@@ -710,6 +744,9 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
 /// is larger than the worker buffers.
 fn should_stream(conn: &Conn, body_buffer: usize) -> bool {
     let received = conn.inbuf.len() - conn.head.len;
+    if conn.head.framing == Framing::None {
+        return false;
+    }
     if conn.head.expect_continue && received == 0 {
         return true;
     }
@@ -939,10 +976,12 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         });
     }
     drop(responder);
+    let client_said_close = !conn.head.keep_alive;
+    let mut complete = true;
     match (&stream, end) {
         (Some(s), _) => {
             let mut s = lock(s);
-            let complete = s.is_done();
+            complete = s.is_done();
             let next = s.detach();
             conn.inbuf.consume(conn.head.len);
             conn.inbuf.extend(&next);
@@ -958,6 +997,9 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     conn.served += 1;
     if !keep_alive {
         conn.close_after_flush = true;
+        // The client said this was its last request and sent nothing more: no
+        // need to linger for input that will not come (as nginx).
+        conn.close_at_once = client_said_close && complete && conn.inbuf.is_empty();
     }
     if client_gone {
         conn.out = Default::default();
