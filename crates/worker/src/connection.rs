@@ -45,6 +45,8 @@ pub struct Conn {
     pub read_pending: bool,
     /// Output is waiting for the socket: registered for WRITABLE.
     pub want_write: bool,
+    /// Queued in the worker's list of answers to write after this turn.
+    pub flush_deferred: bool,
     pub deadline: Instant,
     /// Requests answered on this connection.
     pub served: u64,
@@ -69,6 +71,7 @@ impl Conn {
             close_at_once: false,
             read_pending: false,
             want_write: false,
+            flush_deferred: false,
             deadline,
             served: 0,
             proxy_checked: false,
