@@ -447,6 +447,10 @@ fn probe_new_connection(addr: SocketAddr, sent: Instant) -> NewConn {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 return NewConn::Refused(sent.elapsed())
             }
+            // A connect racing the listener's close: the handshake landed in the
+            // backlog and the close reset it. The next one tells what a client
+            // now gets (this race made compare_int fail about once in 15 runs).
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => return NewConn::Failed(e.to_string(), sent.elapsed()),
             Ok(conn) => drop(conn),
         }
