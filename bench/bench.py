@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench")
 APPS = os.path.join(BENCH, "apps")
-VENV_BIN = os.path.join(BENCH, ".venv", "bin")
-FERRICORN = os.path.join(REPO, "target", "release", "ferricorn")
+# The peers' venv and the ferricorn binary; the test suite's smoke test points
+# these at its own venv and its debug build.
+VENV = os.environ.get("BENCH_VENV", os.path.join(BENCH, ".venv"))
+VENV_BIN = os.path.join(VENV, "bin")
+FERRICORN = os.environ.get("FERRICORN_BIN", os.path.join(REPO, "target", "release", "ferricorn"))
 TICK = os.sysconf("SC_CLK_TCK")
 WORKERS = 2
 READY_TIMEOUT = 30.0
@@ -141,7 +144,7 @@ class Server:
     def __init__(self, name, app, threads=None, preload=False, log=None):
         self.name, self.port = name, free_port()
         argv = server_argv(name, app, self.port, threads, preload)
-        env = dict(os.environ, PYTHONPATH=APPS, VIRTUAL_ENV=os.path.join(BENCH, ".venv"))
+        env = dict(os.environ, PYTHONPATH=APPS, VIRTUAL_ENV=VENV)
         env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, cwd=APPS, env=env, stdout=log or subprocess.DEVNULL,

@@ -7,6 +7,7 @@ mod util;
 mod app_loading;
 mod app_processes;
 mod balance;
+mod bench_smoke;
 mod compare;
 mod config;
 mod django;
