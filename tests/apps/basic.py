@@ -405,3 +405,14 @@ def keep_start_response(environ, start_response):
 
 
 ROUTES["/keep-start-response"] = keep_start_response
+
+
+def thread_id(environ, start_response):
+    """Which thread of the worker serves this connection (with --threads)."""
+    import threading
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(threading.get_ident()).encode()]
+
+
+ROUTES["/thread-id"] = thread_id

@@ -8,12 +8,17 @@ use crate::util::ServerBuilder;
 
 /// Open `n` connections at once, then ask each which worker holds it.
 fn split(server: &crate::util::Server, n: usize) -> HashMap<String, usize> {
+    split_by(server, n, "/pid")
+}
+
+/// Open `n` connections at once, then ask each `path` (which says who serves it).
+fn split_by(server: &crate::util::Server, n: usize, path: &str) -> HashMap<String, usize> {
     let mut clients: Vec<Client> = (0..n)
         .map(|_| Client::connect(server.addr()).unwrap())
         .collect();
     let mut counts = HashMap::new();
     for c in &mut clients {
-        let pid = c.get("/pid").unwrap().text();
+        let pid = c.get(path).unwrap().text();
         *counts.entry(pid).or_insert(0) += 1;
     }
     counts
@@ -42,4 +47,18 @@ fn threads_count_their_connections_toward_the_workers_share() {
     let counts = split(&server, 40);
     assert_eq!(counts.len(), 2, "{counts:?}");
     assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
+}
+
+#[test]
+fn connections_are_spread_over_the_threads_of_a_worker() {
+    let _exclusive = crate::util::exclusive();
+    let server = ServerBuilder::new("basic:app")
+        .workers(1)
+        .args(&["--threads", "4"])
+        .start();
+    // Each thread serves its own connections one request at a time: one that
+    // held most of them would make them wait for each other.
+    let counts = split_by(&server, 40, "/thread-id");
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert!(counts.values().all(|&n| n >= 5), "{counts:?}");
 }

@@ -69,6 +69,39 @@ pub struct Shared {
     pub reopen: AtomicU64,
     /// Wake-ups of the other loops, to see `stop` and `reopen` at once.
     pub wakers: Mutex<Vec<Arc<Waker>>>,
+    /// Each loop's load, for spreading connections over the loops.
+    pub loads: Mutex<Vec<Arc<LoopLoad>>>,
+}
+
+/// One loop's connections, and whether it is inside the app now. A loop serves
+/// its connections one request at a time, so with `--threads` connections are
+/// spread over the loops as they are over the workers: a loop holding more than
+/// one above the average of its siblings that are not in the app leaves a new
+/// connection to them (and takes it after `ACCEPT_DEFER` if none did).
+#[derive(Default)]
+pub struct LoopLoad {
+    conns: AtomicU64,
+    in_app: AtomicBool,
+}
+
+impl Shared {
+    fn loop_over_share(&self, me: &LoopLoad) -> bool {
+        let Ok(loads) = self.loads.lock() else {
+            return false;
+        };
+        if loads.len() < 2 {
+            return false;
+        }
+        let mine = me.conns.load(Ordering::Relaxed);
+        let (mut total, mut peers) = (mine, 1u64);
+        for l in loads.iter() {
+            if !std::ptr::eq(Arc::as_ptr(l), me) && !l.in_app.load(Ordering::Relaxed) {
+                total += l.conns.load(Ordering::Relaxed);
+                peers += 1;
+            }
+        }
+        peers >= 2 && mine * peers > total + peers
+    }
 }
 
 impl Shared {
@@ -119,6 +152,8 @@ pub struct Server<'py> {
     /// Each listener's address: a connection's local address, unless the
     /// listener is bound to a wildcard address.
     listener_addrs: Vec<std::net::SocketAddr>,
+    /// This loop's share of the worker's connections (`--threads`).
+    load: Arc<LoopLoad>,
     /// Receive buffers of closed connections, for new ones.
     spare_bufs: Vec<Vec<u8>>,
     /// Connections with answers to write once this turn's events are handled.
@@ -184,6 +219,10 @@ impl<'py> Server<'py> {
         if let Ok(mut wakers) = shared.wakers.lock() {
             wakers.push(waker);
         }
+        let load = Arc::new(LoopLoad::default());
+        if let Ok(mut loads) = shared.loads.lock() {
+            loads.push(load.clone());
+        }
         let mut mio_listeners = Vec::new();
         let mut listener_addrs = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
@@ -201,6 +240,7 @@ impl<'py> Server<'py> {
             poll,
             listeners: mio_listeners,
             listener_addrs,
+            load,
             spare_bufs: Vec::new(),
             deferred: Vec::new(),
             deferred_since: None,
@@ -393,7 +433,8 @@ impl<'py> Server<'py> {
             let over = self
                 .board
                 .as_ref()
-                .is_some_and(|(b, me)| b.over_fair_share(*me));
+                .is_some_and(|(b, me)| b.over_fair_share(*me))
+                || self.shared.loop_over_share(&self.load);
             if over && !anyway {
                 self.accept_pending = true;
                 self.accept_deferred = true;
@@ -427,6 +468,7 @@ impl<'py> Server<'py> {
                         if let Some(slot) = self.slot() {
                             slot.add_conns(1);
                         }
+                        self.load.conns.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -674,7 +716,9 @@ impl<'py> Server<'py> {
                         body_timeout: self.settings.body_timeout,
                     };
                     let started = Instant::now();
+                    self.load.in_app.store(true, Ordering::Relaxed);
                     let exit = dispatch(ctx, conn, end);
+                    self.load.in_app.store(false, Ordering::Relaxed);
                     // A moving average of the app's time per request (1/8 weight).
                     let took = started.elapsed();
                     self.app_time = self.app_time - self.app_time / 8 + took / 8;
@@ -748,6 +792,7 @@ impl<'py> Server<'py> {
             if let Some(slot) = self.slot() {
                 slot.add_conns(-1);
             }
+            self.load.conns.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
