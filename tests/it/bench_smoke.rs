@@ -4,14 +4,12 @@
 
 use std::process::Command;
 
-use crate::util::{repo_dir, scratch};
+use crate::util::{repo_dir, scratch, test_venv};
 
 #[test]
 fn a_one_second_bench_run_produces_a_table_with_numbers() {
     let _exclusive = crate::util::exclusive();
-    let venv = std::env::var_os("FERRICORN_TEST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".venv"));
+    let venv = test_venv();
     let out = scratch("bench").join("latest.md");
     let run = Command::new(venv.join("bin").join("python"))
         .arg(repo_dir().join("bench").join("bench.py"))

@@ -26,7 +26,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::util::http::Client;
-use crate::util::{apps_dir, repo_dir, Server, BIN};
+use crate::util::{apps_dir, Server, BIN};
 
 /// Until the server answers `GET /`.
 const BOOT: Duration = Duration::from_secs(20);
@@ -102,12 +102,7 @@ impl Case {
     }
 }
 
-fn venv() -> PathBuf {
-    std::env::var_os("FERRICORN_TEST_VENV")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".venv"))
-}
+use crate::util::test_venv as venv;
 
 /// A console script of the test venv; a missing one fails the test, never skips it.
 fn venv_tool(name: &str) -> PathBuf {

@@ -1,13 +1,11 @@
 //! A real framework on ferricorn: a minimal Django project (from the test venv).
 
 use crate::util::http::Client;
-use crate::util::{repo_dir, ServerBuilder};
+use crate::util::ServerBuilder;
 
 #[test]
 fn django_view_csrf_form_redirect_and_stream() {
-    let venv = std::env::var_os("FERRICORN_TEST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".venv"));
+    let venv = crate::util::test_venv();
     assert!(
         venv.join("bin/python").exists(),
         "no test venv at {}: run ./scripts/test",

@@ -1,13 +1,9 @@
 //! A real framework on ferricorn: Flask (from the test venv).
 
 use crate::util::http::{self, Client};
-use crate::util::{repo_dir, ServerBuilder};
+use crate::util::ServerBuilder;
 
-fn venv() -> std::path::PathBuf {
-    std::env::var_os("FERRICORN_TEST_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".venv"))
-}
+use crate::util::test_venv as venv;
 
 #[test]
 fn flask_routes_json_uploads_streams_and_files() {

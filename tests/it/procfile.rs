@@ -8,15 +8,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{http, repo_dir, spawn_command, Server, BIN};
+use crate::util::{http, spawn_command, Server, BIN};
 
 const T: Duration = Duration::from_secs(20);
 
-fn venv() -> PathBuf {
-    std::env::var_os("FERRICORN_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_dir().join(".venv"))
-}
+use crate::util::test_venv as venv;
 
 fn require(tool: &Path) {
     assert!(

@@ -136,6 +136,13 @@ impl Slot {
     }
 }
 
+/// Whether `mine` of `total` connections, over `peers` takers (this one
+/// included), is more than one above the average: then this taker should
+/// leave the next connection to the others.
+pub fn over_share(mine: u64, total: u64, peers: u64) -> bool {
+    peers >= 2 && mine * peers > total + peers
+}
+
 /// The shared table of slots.
 pub struct Scoreboard {
     base: NonNull<Slot>,
@@ -245,7 +252,7 @@ impl Scoreboard {
                 peers += 1;
             }
         }
-        peers >= 2 && mine * peers > total + peers
+        over_share(mine, total, peers)
     }
 }
 

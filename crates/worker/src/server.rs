@@ -100,7 +100,7 @@ impl Shared {
                 peers += 1;
             }
         }
-        peers >= 2 && mine * peers > total + peers
+        ferricorn_signals::scoreboard::over_share(mine, total, peers)
     }
 }
 
@@ -853,14 +853,9 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
 /// is larger than the worker buffers.
 fn should_stream(conn: &Conn, body_buffer: usize) -> bool {
     let received = conn.inbuf.len() - conn.head.len;
-    if conn.head.framing == Framing::None {
-        return false;
-    }
-    if conn.head.expect_continue && received == 0 {
-        return true;
-    }
     match conn.head.framing {
         Framing::None => false,
+        _ if conn.head.expect_continue && received == 0 => true,
         Framing::Length(n) => n > body_buffer as u64,
         Framing::Chunked => conn.body.len() > body_buffer,
     }

@@ -55,6 +55,15 @@ pub fn worker_pid(addr: SocketAddr) -> i32 {
         .expect("a pid")
 }
 
+/// The venv scripts/test makes (`FERRICORN_TEST_VENV`, else `<repo>/.venv`):
+/// gunicorn, waitress, Flask, Django and honcho for the tests that need them.
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("FERRICORN_TEST_VENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_dir().join(".venv"))
+}
+
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
