@@ -100,9 +100,15 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    hex(out, data.len() as u64);
-    out.extend_from_slice(b"\r\n");
+    write_chunk_size(out, data.len());
     out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The size line of a chunk of `len` (> 0) bytes, for a caller that sends the
+/// data itself and then the CRLF that ends the chunk.
+pub fn write_chunk_size(out: &mut Vec<u8>, len: usize) {
+    hex(out, len as u64);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -37,6 +37,25 @@ impl OutBuf {
         Ok(true)
     }
 
+    /// Write `data` (not through the buffer, which must be empty), waiting for
+    /// the socket as [`flush_blocking`](Self::flush_blocking) does.
+    pub fn write_through<S: Write + AsFd>(
+        dst: &mut S,
+        mut data: &[u8],
+        stall: Duration,
+    ) -> io::Result<()> {
+        while !data.is_empty() {
+            match dst.write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(dst, stall)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Write everything, waiting for the socket when it is full; used while the
     /// app is producing a large body, when the worker is busy with this request
     /// anyway. Fails with `TimedOut` when the client takes nothing for `stall`.
@@ -46,20 +65,27 @@ impl OutBuf {
         stall: Duration,
     ) -> io::Result<()> {
         while !self.flush(dst)? {
-            let timeout = PollTimeout::try_from(stall).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(dst.as_fd(), PollFlags::POLLOUT)];
-            match poll(&mut fds, timeout) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "client stopped reading",
-                    ))
-                }
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
+            wait_writable(dst, stall)?;
         }
         Ok(())
+    }
+}
+
+/// Wait until `dst` takes more; `TimedOut` when it takes nothing for `stall`.
+fn wait_writable<S: AsFd>(dst: &S, stall: Duration) -> io::Result<()> {
+    let timeout = PollTimeout::try_from(stall).unwrap_or(PollTimeout::MAX);
+    loop {
+        let mut fds = [PollFd::new(dst.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client stopped reading",
+                ))
+            }
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferricorn_http::{
-    write_chunk, write_error, write_head, write_last_chunk, HttpDate, ResponseFraming, ResponseHead,
+    write_chunk, write_chunk_size, write_error, write_head, write_last_chunk, HttpDate,
+    ResponseFraming, ResponseHead,
 };
 use ferricorn_wsgi::ResponseSink;
 use mio::net::TcpStream;
@@ -23,6 +24,9 @@ use crate::stream_body::StreamBody;
 pub const COMMIT_AT: usize = 64 * 1024;
 /// Bytes of output queued before the worker waits for the client to take them.
 const FLUSH_AT: usize = 256 * 1024;
+/// A body chunk at least this large goes from the app's bytes object straight
+/// to the socket, not through the output buffer (for a 1 MiB body: no copy).
+const DIRECT_AT: usize = 64 * 1024;
 /// How long a client may take nothing while the app streams to it.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
@@ -100,7 +104,7 @@ impl<'a> Responder<'a> {
     /// The app finished normally: send what is buffered and end the body.
     pub fn finish(&mut self) -> io::Result<()> {
         if matches!(self.state, State::Buffering { .. }) {
-            self.commit(false);
+            self.commit(false)?;
         }
         if let State::Committed {
             framing,
@@ -149,13 +153,13 @@ impl<'a> Responder<'a> {
         }
     }
 
-    fn commit(&mut self, streaming: bool) {
+    fn commit(&mut self, streaming: bool) -> io::Result<()> {
         let len = self.body.len() as u64;
-        self.commit_with_length(streaming, len);
+        self.commit_with_length(streaming, len)
     }
 
     /// Commit the head; `body_len` is the body's length when it is known up front.
-    fn commit_with_length(&mut self, streaming: bool, body_len: u64) {
+    fn commit_with_length(&mut self, streaming: bool, body_len: u64) -> io::Result<()> {
         let State::Buffering {
             status,
             headers,
@@ -164,7 +168,7 @@ impl<'a> Responder<'a> {
             counted,
         } = std::mem::replace(&mut self.state, State::Waiting)
         else {
-            return;
+            return Ok(());
         };
         let code = status
             .get(..3)
@@ -210,22 +214,23 @@ impl<'a> Responder<'a> {
             sent: 0,
         };
         let body = std::mem::take(self.body);
-        self.emit(&body);
+        let sent = self.emit(&body);
         *self.body = body;
         self.body.clear();
+        sent
     }
 
-    fn emit(&mut self, data: &[u8]) {
+    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
         let State::Committed {
             framing,
             app_len,
             sent,
         } = &mut self.state
         else {
-            return;
+            return Ok(());
         };
         if self.info.head_request || *framing == ResponseFraming::NoBody || data.is_empty() {
-            return;
+            return Ok(());
         }
         let mut data = data;
         if let Some(limit) = *app_len {
@@ -239,10 +244,24 @@ impl<'a> Responder<'a> {
         }
         *sent += data.len() as u64;
         self.body_bytes += data.len() as u64;
-        match framing {
-            ResponseFraming::Chunked => write_chunk(&mut self.out.buf, data),
-            _ => self.out.buf.extend_from_slice(data),
+        let chunked = *framing == ResponseFraming::Chunked;
+        if data.len() >= DIRECT_AT {
+            if chunked {
+                write_chunk_size(&mut self.out.buf, data.len());
+            }
+            self.out.flush_blocking(self.sock, WRITE_STALL)?;
+            OutBuf::write_through(self.sock, data, WRITE_STALL)?;
+            if chunked {
+                self.out.buf.extend_from_slice(b"\r\n");
+            }
+            return Ok(());
         }
+        if chunked {
+            write_chunk(&mut self.out.buf, data);
+        } else {
+            self.out.buf.extend_from_slice(data);
+        }
+        Ok(())
     }
 }
 
@@ -259,7 +278,7 @@ impl Responder<'_> {
         if let State::Buffering { counted, .. } = &mut self.state {
             *counted = len; // what a HEAD response reports
         }
-        self.commit_with_length(false, len);
+        self.commit_with_length(false, len)?;
         let State::Committed { framing, .. } = self.state else {
             return Ok(true);
         };
@@ -317,13 +336,17 @@ impl ResponseSink for Responder<'_> {
             State::Buffering { counted, .. } => {
                 *counted += data.len() as u64;
                 if !self.info.head_request {
-                    self.body.extend_from_slice(data);
-                    if self.body.len() >= COMMIT_AT {
-                        self.commit(true);
+                    if self.body.len() + data.len() >= COMMIT_AT {
+                        // Commit with what is buffered, then this chunk on its own
+                        // (a large one is not copied into the buffer first).
+                        self.commit(true)?;
+                        self.emit(data)?;
+                    } else {
+                        self.body.extend_from_slice(data);
                     }
                 }
             }
-            State::Committed { .. } => self.emit(data),
+            State::Committed { .. } => self.emit(data)?,
         }
         if self.out.pending() >= FLUSH_AT {
             self.out.flush_blocking(self.sock, WRITE_STALL)?;
