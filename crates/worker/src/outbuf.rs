@@ -72,7 +72,7 @@ impl OutBuf {
 }
 
 /// Wait until `dst` takes more; `TimedOut` when it takes nothing for `stall`.
-fn wait_writable<S: AsFd>(dst: &S, stall: Duration) -> io::Result<()> {
+pub fn wait_writable<S: AsFd>(dst: &S, stall: Duration) -> io::Result<()> {
     let timeout = PollTimeout::try_from(stall).unwrap_or(PollTimeout::MAX);
     loop {
         let mut fds = [PollFd::new(dst.as_fd(), PollFlags::POLLOUT)];

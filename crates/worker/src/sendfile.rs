@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Send `len` bytes of `file` from `offset`; returns how many went out (fewer only
 /// when the file is shorter). Waits for the socket when it is full, up to `stall`.
@@ -31,20 +30,7 @@ pub fn send_file<S: AsFd>(
         match nix::sys::sendfile::sendfile64(sock.as_fd(), file, Some(&mut off), chunk) {
             Ok(0) => break,
             Ok(n) => sent += n as u64,
-            Err(Errno::EAGAIN) => {
-                let timeout = PollTimeout::try_from(stall).unwrap_or(PollTimeout::MAX);
-                let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
-                match poll(&mut fds, timeout) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "client stopped reading",
-                        ))
-                    }
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Err(Errno::EAGAIN) => crate::outbuf::wait_writable(sock, stall)?,
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
