@@ -265,17 +265,16 @@ pub fn run(
             reloader,
             shared,
         };
-        let mut server = match server::Server::new(
-            py,
+        let parts = server::LoopParts {
             app,
             listeners,
-            role,
             settings,
             status,
             max_requests,
             access,
-            opts.error_log.clone(),
-        ) {
+            error_log: opts.error_log.clone(),
+        };
+        let mut server = match server::Server::new(py, parts, role) {
             Ok(s) => s,
             Err(e) => {
                 report(Report::Failed {
@@ -383,17 +382,16 @@ fn start_helpers(
                         reloader: None,
                         shared,
                     };
-                    match server::Server::new(
-                        py,
+                    let parts = server::LoopParts {
                         app,
                         listeners,
-                        role,
                         settings,
                         status,
                         max_requests,
                         access,
                         error_log,
-                    ) {
+                    };
+                    match server::Server::new(py, parts, role) {
                         Ok(mut s) => s.run(),
                         Err(e) => error!("worker thread failed to start: {e}"),
                     }

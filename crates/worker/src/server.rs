@@ -114,6 +114,18 @@ impl Shared {
     }
 }
 
+/// What every loop of a worker is made of (each `--threads` loop has its own).
+pub struct LoopParts {
+    pub app: App,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub settings: Settings,
+    /// The status pipe to the master.
+    pub status: std::fs::File,
+    pub max_requests: Option<u64>,
+    pub access: AccessLog,
+    pub error_log: Option<String>,
+}
+
 /// What one loop owns beyond connections: the main loop has the signals, the
 /// request tracking in the scoreboard slot and the reloader; the others
 /// (`--threads`) share the rest, and count their connections in the same slot.
@@ -189,18 +201,16 @@ pub struct Server<'py> {
 }
 
 impl<'py> Server<'py> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        py: Python<'py>,
-        app: App,
-        listeners: Vec<std::net::TcpListener>,
-        role: Role,
-        settings: Settings,
-        status: std::fs::File,
-        max_requests: Option<u64>,
-        access: AccessLog,
-        error_log: Option<String>,
-    ) -> io::Result<Server<'py>> {
+    pub fn new(py: Python<'py>, parts: LoopParts, role: Role) -> io::Result<Server<'py>> {
+        let LoopParts {
+            app,
+            listeners,
+            settings,
+            status,
+            max_requests,
+            access,
+            error_log,
+        } = parts;
         let Role {
             signals,
             board,
