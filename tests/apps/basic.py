@@ -5,6 +5,8 @@ import os
 import sys
 import time
 
+import ferricorn  # ferricorn's own module, for ClientDisconnected
+
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
@@ -254,6 +256,9 @@ def read_all(environ, start_response):
             if not piece:
                 break
             total += len(piece)
+    except ferricorn.ClientDisconnected as e:
+        print(f"body read failed after {total} bytes: ClientDisconnected (caught by name): {e}", file=sys.stderr, flush=True)
+        raise
     except OSError as e:
         print(f"body read failed after {total} bytes: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         raise

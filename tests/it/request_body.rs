@@ -146,7 +146,7 @@ fn a_client_that_leaves_mid_body_surfaces_in_the_app_and_the_worker_lives() {
     c.send(&raw).unwrap();
     drop(c);
     server.wait_log(
-        |l| l.contains("body read failed after 50000 bytes: ClientDisconnected"),
+        |l| l.contains("body read failed after 50000 bytes: ClientDisconnected (caught by name)"),
         Duration::from_secs(10),
     );
     assert_eq!(http::get(server.addr(), "/pid").unwrap().text(), pid);

@@ -76,6 +76,11 @@ pub struct App {
 impl App {
     /// Import the app named by `spec` (gunicorn's forms).
     pub fn load(py: Python<'_>, spec: &str, multiprocess: bool) -> Result<App, AppLoadError> {
+        // Before the app's import, which may `import ferricorn`.
+        crate::input::register_module(py).map_err(|e| AppLoadError {
+            message: format!("cannot register the ferricorn module: {e}"),
+            detail: None,
+        })?;
         let callable = loader::load(py, spec)?.unbind();
         let setup = || -> PyResult<(Environ, Py<PyAny>)> {
             Ok((

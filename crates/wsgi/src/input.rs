@@ -20,6 +20,23 @@ pyo3::create_exception!(
     "The client closed the connection before the request body was complete."
 );
 
+/// Make `import ferricorn` give apps the exception they may want to catch by
+/// name (`except ferricorn.ClientDisconnected`). A module of the app's own
+/// called `ferricorn` that is already imported is left alone.
+pub fn register_module(py: Python<'_>) -> PyResult<()> {
+    let modules = py.import("sys")?.getattr("modules")?;
+    if modules.contains("ferricorn")? {
+        return Ok(());
+    }
+    let module = pyo3::types::PyModule::new(py, "ferricorn")?;
+    module.add("ClientDisconnected", py.get_type::<ClientDisconnected>())?;
+    module.add(
+        "__doc__",
+        "The ferricorn WSGI server, as the apps it serves see it.",
+    )?;
+    modules.set_item("ferricorn", module)
+}
+
 /// A request body arriving from the client. Blocking: it waits for the client
 /// (up to the body timeout) and sends `100 Continue` first when the client asked.
 pub trait BodySource: Send {
