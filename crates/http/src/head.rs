@@ -180,7 +180,7 @@ fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, Http
             // Incomplete line: apply the line limits to what we have, not
             // counting a CR that may be the first half of the CRLF.
             let content = rest.strip_suffix(b"\r").unwrap_or(rest);
-            check_line(content, is_request_line, limits)?;
+            check_line(content, pos, is_request_line, limits)?;
             if buf.len() > limits.max_head {
                 return Err(HttpError::HeadersTooLarge);
             }
@@ -189,10 +189,14 @@ fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, Http
         // RFC 9112 §2.2 lets a recipient accept a bare LF as a line
         // terminator; we do not, because a proxy in front that disagrees
         // about where a line ends is exactly how requests get smuggled.
-        let Some(line) = rest[..lf].strip_suffix(b"\r") else {
+        // The line's content is checked first: its rules break at earlier bytes
+        // than the LF, and a read that ended before the LF saw only those.
+        let ends_in_crlf = rest[..lf].ends_with(b"\r");
+        let line = rest[..lf].strip_suffix(b"\r").unwrap_or(&rest[..lf]);
+        check_line(line, pos, is_request_line, limits)?;
+        if !ends_in_crlf {
             return Err(HttpError::BadRequest("bare LF in head"));
-        };
-        check_line(line, is_request_line, limits)?;
+        }
         let line_end = pos + lf + 1;
         if line_end > limits.max_head {
             return Err(HttpError::HeadersTooLarge);
@@ -211,20 +215,34 @@ fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, Http
 }
 
 /// Checks on one line of the head (without its CRLF, possibly incomplete).
-fn check_line(line: &[u8], is_request_line: bool, limits: &Limits) -> Result<(), HttpError> {
+/// `start`: where the line begins in the buffer. Of the rules a line breaks,
+/// the one broken at the earliest byte decides the answer, so a request gets
+/// the same status however its bytes were split across reads.
+fn check_line(
+    line: &[u8],
+    start: usize,
+    is_request_line: bool,
+    limits: &Limits,
+) -> Result<(), HttpError> {
     // RFC 9112 §2.2: a bare CR must be rejected or replaced by SP before
     // the message is processed or forwarded. We reject.
-    if line.contains(&b'\r') {
-        return Err(HttpError::BadRequest("bare CR in head"));
+    let bare_cr = line.iter().position(|&b| b == b'\r');
+    // The field limit counts the CRLF (as gunicorn's does); the request line's does not.
+    let line_limit = if is_request_line {
+        limits.max_request_line
+    } else {
+        limits.max_field_size.saturating_sub(2)
+    };
+    let over_line = (line.len() > line_limit).then_some(line_limit);
+    let head_room = limits.max_head.saturating_sub(start);
+    let over_head = (line.len() > head_room).then_some(head_room);
+    let first = [bare_cr, over_line, over_head].into_iter().flatten().min();
+    match first {
+        None => Ok(()),
+        Some(at) if Some(at) == bare_cr => Err(HttpError::BadRequest("bare CR in head")),
+        Some(at) if Some(at) == over_line && is_request_line => Err(HttpError::UriTooLong),
+        Some(_) => Err(HttpError::HeadersTooLarge),
     }
-    if is_request_line {
-        if line.len() > limits.max_request_line {
-            return Err(HttpError::UriTooLong);
-        }
-    } else if line.len() + 2 > limits.max_field_size {
-        return Err(HttpError::HeadersTooLarge);
-    }
-    Ok(())
 }
 
 /// Headers fit on the stack up to this many (the default limit).
@@ -831,5 +849,53 @@ mod tests {
         // Whitespace before the first field continues nothing: still refused.
         let mut odd = b"GET / HTTP/1.1\r\n X: y\r\nHost: a\r\n\r\n".to_vec();
         assert!(parse_head_unfolding(&mut odd, &permit, &mut head).is_err());
+    }
+
+    #[test]
+    fn the_first_broken_rule_decides_however_the_bytes_arrive() {
+        // Found by the fuzzer: a long request line holding a bare CR was a 400
+        // whole and a 414 when its first bytes arrived alone.
+        let small = Limits {
+            max_request_line: 20,
+            max_field_size: 20,
+            max_head: 200,
+            ..Limits::default()
+        };
+        let cases: &[(&[u8], HttpError)] = &[
+            (
+                b"GET /0123456789012345678\rx HTTP/1.1\r\n\r\n",
+                HttpError::UriTooLong,
+            ),
+            (
+                b"GET /01\r23456789012345678 HTTP/1.1\r\n\r\n",
+                HttpError::BadRequest("bare CR in head"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: 0123456789012345678\n\r\n",
+                HttpError::HeadersTooLarge,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: 01\n\r\n",
+                HttpError::BadRequest("bare LF in head"),
+            ),
+        ];
+        for &(req, want) in cases {
+            let mut head = Head::default();
+            assert_eq!(parse_head(req, &small, &mut head), Err(want), "whole");
+            for cut in 1..=req.len() {
+                let mut head = Head::default();
+                let got = match parse_head(&req[..cut], &small, &mut head) {
+                    Ok(Parsed::Partial) => continue,
+                    other => other,
+                };
+                assert_eq!(
+                    got,
+                    Err(want),
+                    "{:?} cut at {cut}",
+                    String::from_utf8_lossy(req)
+                );
+                break;
+            }
+        }
     }
 }

@@ -429,10 +429,12 @@ impl<'py> Server<'py> {
     }
 
     /// Take connections from listener `i`: up to the batch, while this worker is
-    /// not over its fair share (unless `anyway`: connections deferred to the
-    /// peers are still waiting, so the peers are not taking them promptly).
-    fn accept_from(&mut self, i: usize, anyway: bool) {
-        for _ in 0..self.settings.accept_batch.max(1) {
+    /// not over its fair share; with `first_anyway` (a connection left to the
+    /// peers is still waiting after `ACCEPT_DEFER`) the first regardless. One
+    /// at a time: on a loaded machine a peer may simply not have run yet, and
+    /// taking the whole queue then undoes the balance (a test saw 34/6).
+    fn accept_from(&mut self, i: usize, first_anyway: bool) {
+        for n in 0..self.settings.accept_batch.max(1) {
             if self.stopping {
                 return;
             }
@@ -445,7 +447,7 @@ impl<'py> Server<'py> {
                 .as_ref()
                 .is_some_and(|(b, me)| b.over_fair_share(*me))
                 || self.shared.loop_over_share(&self.load);
-            if over && !anyway {
+            if over && !(first_anyway && n == 0) {
                 self.accept_pending = true;
                 self.accept_deferred = true;
                 self.accept_retry_at = Instant::now() + ACCEPT_DEFER;
