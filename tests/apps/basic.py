@@ -235,6 +235,31 @@ def filelike(environ, start_response):
     return environ["wsgi.file_wrapper"](io.BytesIO(b"not a real file" * 1000), 100)
 
 
+def big(environ, start_response):
+    """16 MiB of a known pattern, more than a socket holds: as one bytes object
+    (default), through wsgi.file_wrapper (?file), or without a Content-Length, a
+    small piece and then the large rest, chunked (?chunked)."""
+    import tempfile
+
+    kind = environ["QUERY_STRING"]
+    size = 16 << 20
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]
+    headers = [("Content-Type", "application/octet-stream")]
+    if kind == "chunked":
+        start_response("200 OK", headers)
+        return iter([data[:10], data[10:]])
+    headers.append(("Content-Length", str(size)))
+    start_response("200 OK", headers)
+    if kind == "file":
+        path = os.path.join(tempfile.gettempdir(), f"ferricorn-big-{os.getpid()}.bin")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(data)
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+    return [data]
+
+
+ROUTES["/big"] = big
 ROUTES["/file"] = file
 ROUTES["/filelike"] = filelike
 

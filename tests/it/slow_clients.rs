@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use crate::util::http::{self, Client};
@@ -159,4 +160,67 @@ fn five_hundred_idle_keep_alive_connections_do_not_block_a_new_client() {
     // And the idle ones are still usable.
     assert_eq!(idle[0].get("/").unwrap().status, 200);
     assert_eq!(idle[499].get("/").unwrap().status, 200);
+}
+
+#[test]
+fn a_client_slow_to_read_a_large_response_does_not_hold_up_the_worker() {
+    let server = ServerBuilder::new("basic:app").workers(1).start();
+    let size = 16 << 20;
+    let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    for kind in ["bytes", "file", "chunked"] {
+        // 16 MiB is far more than the socket buffers hold while the client reads nothing.
+        let mut slow = Client::connect(server.addr()).unwrap();
+        slow.send(format!("GET /big?{kind} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .unwrap();
+        // Let the worker get stuck, if it would.
+        std::thread::sleep(Duration::from_millis(300));
+        // The only worker answers someone else meanwhile (a blocked worker would
+        // make this wait out the 30 s write stall; the client gives up at 15 s).
+        let started = Instant::now();
+        let other = http::get(server.addr(), "/").unwrap_or_else(|e| {
+            panic!("{kind}: another client waited {:?}: {e}", started.elapsed())
+        });
+        assert_eq!(other.status, 200, "{kind}");
+        // The slow client then gets all of its response, intact, and the
+        // connection stays in step for another request.
+        let big = slow.read_response(false).unwrap();
+        assert_eq!(big.status, 200, "{kind}");
+        assert_eq!(big.body.len(), size, "{kind}");
+        assert!(big.body == expected, "{kind}: the body's bytes");
+        if kind == "chunked" {
+            assert_eq!(big.header("transfer-encoding"), Some("chunked"));
+        }
+        assert_eq!(slow.get("/").unwrap().status, 200, "{kind}");
+    }
+}
+
+#[test]
+fn a_graceful_stop_lets_a_slow_download_finish() {
+    let mut server = ServerBuilder::new("basic:app").workers(1).start();
+    let size = 16 << 20;
+    let mut slow = Client::connect(server.addr()).unwrap();
+    slow.send(b"GET /big?file HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // The response is under way, most of it waiting for the client, when the stop comes.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("Handling signal: term"),
+        Duration::from_secs(5),
+    );
+    let big = slow.read_response(false).unwrap();
+    assert_eq!(big.status, 200);
+    assert!(
+        big.body.len() == size
+            && big
+                .body
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8),
+        "the whole download arrives intact ({} bytes)",
+        big.body.len()
+    );
+    let status = server.wait_exit(Duration::from_secs(20));
+    // The stop itself ends as a TERM stop does by default, after the download.
+    assert_eq!(status.signal(), Some(15));
 }

@@ -16,8 +16,10 @@ use ferricorn_http::{
 };
 use ferricorn_wsgi::ResponseSink;
 use mio::net::TcpStream;
+use pyo3::types::{PyBytes, PyBytesMethods};
+use pyo3::{Bound, Python};
 
-use crate::outbuf::OutBuf;
+use crate::outbuf::{OutBuf, Tail};
 use crate::stream_body::StreamBody;
 
 /// Bytes of body buffered before the head is committed without a known length.
@@ -55,6 +57,7 @@ enum State {
 }
 
 pub struct Responder<'a> {
+    py: Python<'a>,
     out: &'a mut OutBuf,
     sock: &'a mut TcpStream,
     date: &'a HttpDate,
@@ -77,6 +80,7 @@ pub struct Responder<'a> {
 
 impl<'a> Responder<'a> {
     pub fn new(
+        py: Python<'a>,
         out: &'a mut OutBuf,
         sock: &'a mut TcpStream,
         date: &'a HttpDate,
@@ -86,6 +90,7 @@ impl<'a> Responder<'a> {
         body.clear();
         let keep_alive = info.keep_alive;
         Responder {
+            py,
             out,
             sock,
             date,
@@ -113,7 +118,7 @@ impl<'a> Responder<'a> {
         } = self.state
         {
             match framing {
-                ResponseFraming::Chunked => write_last_chunk(&mut self.out.buf),
+                ResponseFraming::Chunked => write_last_chunk(self.out.end()),
                 ResponseFraming::Length(n)
                     if !self.info.head_request && app_len.is_some() && sent < n =>
                 {
@@ -141,7 +146,7 @@ impl<'a> Responder<'a> {
             State::Committed { .. } => {}
             _ => {
                 self.body.clear();
-                write_error(&mut self.out.buf, status, reason, self.date);
+                write_error(self.out.end(), status, reason, self.date);
                 self.status = status;
                 self.body_bytes = reason.len() as u64 + 1;
                 self.state = State::Committed {
@@ -207,20 +212,22 @@ impl<'a> Responder<'a> {
             keep_alive: self.keep_alive,
             http10_keep_alive: self.keep_alive && self.info.minor_version == 0,
         };
-        write_head(&mut self.out.buf, &head, self.date);
+        write_head(self.out.end(), &head, self.date);
         self.state = State::Committed {
             framing,
             app_len,
             sent: 0,
         };
         let body = std::mem::take(self.body);
-        let sent = self.emit(&body);
+        let sent = self.emit(&body, None);
         *self.body = body;
         self.body.clear();
         sent
     }
 
-    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Body bytes; `owner`, when given, is the bytes object `data` is, which a
+    /// large chunk is then sent from, by the event loop if the socket is full.
+    fn emit(&mut self, data: &[u8], owner: Option<&Bound<'_, PyBytes>>) -> io::Result<()> {
         let State::Committed {
             framing,
             app_len,
@@ -246,20 +253,35 @@ impl<'a> Responder<'a> {
         self.body_bytes += data.len() as u64;
         let chunked = *framing == ResponseFraming::Chunked;
         if data.len() >= DIRECT_AT {
-            if chunked {
-                write_chunk_size(&mut self.out.buf, data.len());
+            if self.out.has_tail() {
+                // The app goes on after a large chunk: that one goes out first.
+                self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
             }
-            self.out.flush_blocking(self.sock, WRITE_STALL)?;
-            OutBuf::write_through(self.sock, data, WRITE_STALL)?;
             if chunked {
-                self.out.buf.extend_from_slice(b"\r\n");
+                write_chunk_size(self.out.end(), data.len());
+            }
+            match owner {
+                Some(bytes) if bytes.as_bytes().len() == data.len() => {
+                    self.queue_tail(Tail::Bytes {
+                        data: bytes.clone().unbind(),
+                        pos: 0,
+                        len: data.len(),
+                    })?;
+                }
+                _ => {
+                    self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
+                    OutBuf::write_through(self.sock, data, WRITE_STALL)?;
+                }
+            }
+            if chunked {
+                self.out.end().extend_from_slice(b"\r\n");
             }
             return Ok(());
         }
         if chunked {
-            write_chunk(&mut self.out.buf, data);
+            write_chunk(self.out.end(), data);
         } else {
-            self.out.buf.extend_from_slice(data);
+            self.out.end().extend_from_slice(data);
         }
         Ok(())
     }
@@ -267,10 +289,13 @@ impl<'a> Responder<'a> {
 
 impl Responder<'_> {
     /// wsgi.file_wrapper over a regular file: the head, then the file's bytes by
-    /// sendfile(2), never through user space. Waits for a slow client as a large
-    /// iterated body does (up to the same stall limit).
+    /// sendfile(2), never through user space, sent by the event loop as the
+    /// client takes them.
     fn send_file(&mut self, fd: std::os::fd::RawFd, offset: u64, count: u64) -> io::Result<bool> {
         let State::Buffering { app_len, .. } = &self.state else {
+            return Ok(false);
+        };
+        let Ok(start) = i64::try_from(offset) else {
             return Ok(false);
         };
         // Never more than the app's Content-Length, never more than the file has.
@@ -282,23 +307,32 @@ impl Responder<'_> {
         let State::Committed { framing, .. } = self.state else {
             return Ok(true);
         };
-        if self.info.head_request || framing == ResponseFraming::NoBody {
+        if self.info.head_request || framing == ResponseFraming::NoBody || len == 0 {
             return Ok(true);
         }
-        self.out.flush_blocking(self.sock, WRITE_STALL)?;
-        let sent = crate::sendfile::send_file(self.sock, fd, offset, len, WRITE_STALL)?;
-        self.body_bytes += sent;
-        if let State::Committed { sent: s, .. } = &mut self.state {
-            *s += sent;
+        let file = crate::sendfile::dup_app_file(fd)?;
+        self.body_bytes += len;
+        if let State::Committed { sent, .. } = &mut self.state {
+            *sent += len;
         }
-        if sent < len {
-            // The file shrank under us: the client would wait for bytes that never come.
-            self.problem = Some(format!(
-                "the file ended after {sent} of {len} bytes; closing the connection"
-            ));
-            self.keep_alive = false;
-        }
+        // A file that shrinks meanwhile ends the connection (the loop logs it).
+        self.queue_tail(Tail::File {
+            fd: file,
+            offset: start,
+            left: len,
+        })?;
         Ok(true)
+    }
+
+    /// Send `tail` after what is queued, as far as the socket takes it now; the
+    /// event loop sends the rest. An earlier tail must go out first.
+    fn queue_tail(&mut self, tail: Tail) -> io::Result<()> {
+        if self.out.has_tail() {
+            self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
+        }
+        self.out.set_tail(tail);
+        self.out.flush(self.py, self.sock)?;
+        Ok(())
     }
 }
 
@@ -331,6 +365,16 @@ impl ResponseSink for Responder<'_> {
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_body(data, None)
+    }
+
+    fn write_bytes(&mut self, chunk: &Bound<'_, PyBytes>) -> io::Result<()> {
+        self.write_body(chunk.as_bytes(), Some(chunk))
+    }
+}
+
+impl Responder<'_> {
+    fn write_body(&mut self, data: &[u8], owner: Option<&Bound<'_, PyBytes>>) -> io::Result<()> {
         match &mut self.state {
             State::Waiting => {}
             State::Buffering { counted, .. } => {
@@ -340,16 +384,16 @@ impl ResponseSink for Responder<'_> {
                         // Commit with what is buffered, then this chunk on its own
                         // (a large one is not copied into the buffer first).
                         self.commit(true)?;
-                        self.emit(data)?;
+                        self.emit(data, owner)?;
                     } else {
                         self.body.extend_from_slice(data);
                     }
                 }
             }
-            State::Committed { .. } => self.emit(data)?,
+            State::Committed { .. } => self.emit(data, owner)?,
         }
-        if self.out.pending() >= FLUSH_AT {
-            self.out.flush_blocking(self.sock, WRITE_STALL)?;
+        if self.out.buffered() >= FLUSH_AT {
+            self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
         }
         Ok(())
     }

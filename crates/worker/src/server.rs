@@ -570,8 +570,11 @@ impl<'py> Server<'py> {
                 }
                 return;
             }
-            match conn.out.flush(&mut conn.sock) {
-                Err(_) => {
+            match conn.out.flush(self.py, &mut conn.sock) {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        warn!("client {}: {e}; closing the connection", conn.peer);
+                    }
                     self.close(key);
                     return;
                 }
@@ -946,7 +949,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         Some(_) => None,
         None => {
             // Earlier answers on this connection go out before a 100 Continue or this one.
-            let flushed = conn.out.flush_blocking(&mut conn.sock, WRITE_STALL);
+            let flushed = conn.out.flush_blocking(py, &mut conn.sock, WRITE_STALL);
             match flushed.and_then(|()| begin_stream(conn, body_timeout)) {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -1000,7 +1003,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         minor_version: head.minor_version,
         keep_alive: head.keep_alive && !stopping,
     };
-    let mut responder = Responder::new(&mut conn.out, &mut conn.sock, date, scratch, info);
+    let mut responder = Responder::new(py, &mut conn.out, &mut conn.sock, date, scratch, info);
     responder.stream = stream.clone();
     if access.wants_response_headers() {
         responder.log_headers = Some(Vec::new());
@@ -1136,7 +1139,7 @@ fn reject(conn: &mut Conn, e: HttpError, date: &HttpDate) {
         e.status(),
         e.reason()
     );
-    write_error(&mut conn.out.buf, e.status(), e.reason(), date);
+    write_error(conn.out.end(), e.status(), e.reason(), date);
     conn.close_after_flush = true;
 }
 

@@ -30,6 +30,11 @@ pub trait ResponseSink {
     fn start(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)], close: bool);
     /// Body data. An error means the client is gone: the app's iteration stops.
     fn write(&mut self, data: &[u8]) -> std::io::Result<()>;
+    /// Body data in a bytes object of the app's, which the sink may keep and
+    /// send from later rather than copy.
+    fn write_bytes(&mut self, chunk: &Bound<'_, PyBytes>) -> std::io::Result<()> {
+        self.write(chunk.as_bytes())
+    }
     /// The whole body is `count` bytes of the regular file `fd` from `offset`
     /// (wsgi.file_wrapper): send them with sendfile(2). `Ok(false)`: not done here,
     /// iterate instead. Called after `start`, before any `write`.
@@ -313,7 +318,7 @@ impl App {
                 continue;
             }
             send_head(start, sink)?;
-            sink.write(chunk.as_bytes()).map_err(CallError::Client)?;
+            sink.write_bytes(chunk).map_err(CallError::Client)?;
         }
         send_head(start, sink)
     }
