@@ -237,8 +237,8 @@ def filelike(environ, start_response):
 
 def big(environ, start_response):
     """16 MiB of a known pattern, more than a socket holds: as one bytes object
-    (default), through wsgi.file_wrapper (?file), or without a Content-Length, a
-    small piece and then the large rest, chunked (?chunked)."""
+    (default), through wsgi.file_wrapper (?file), or without a Content-Length
+    from a generator of large and small pieces, chunked (?chunked)."""
     import tempfile
 
     kind = environ["QUERY_STRING"]
@@ -247,7 +247,7 @@ def big(environ, start_response):
     headers = [("Content-Type", "application/octet-stream")]
     if kind == "chunked":
         start_response("200 OK", headers)
-        return iter([data[:10], data[10:]])
+        return big_pieces(data)
     headers.append(("Content-Length", str(size)))
     start_response("200 OK", headers)
     if kind == "file":
@@ -257,6 +257,19 @@ def big(environ, start_response):
                 f.write(data)
         return environ["wsgi.file_wrapper"](open(path, "rb"))
     return [data]
+
+
+def big_pieces(data):
+    """Pieces of `data`, large and small; says on stderr how the generator ended."""
+    cuts = [0, 10, 5 << 20, (5 << 20) + 10, 9 << 20, (9 << 20) + 100, len(data)]
+    done = False
+    try:
+        for a, b in zip(cuts, cuts[1:]):
+            yield data[a:b]
+        done = True
+    finally:
+        how = "after the last piece" if done else "early"
+        print(f"big generator closed {how} in {os.getpid()}", file=sys.stderr, flush=True)
 
 
 ROUTES["/big"] = big

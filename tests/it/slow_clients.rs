@@ -164,7 +164,10 @@ fn five_hundred_idle_keep_alive_connections_do_not_block_a_new_client() {
 
 #[test]
 fn a_client_slow_to_read_a_large_response_does_not_hold_up_the_worker() {
-    let server = ServerBuilder::new("basic:app").workers(1).start();
+    let server = ServerBuilder::new("basic:app")
+        .workers(1)
+        .args(&["--access-logfile", "-"])
+        .start();
     let size = 16 << 20;
     let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     for kind in ["bytes", "file", "chunked"] {
@@ -188,10 +191,45 @@ fn a_client_slow_to_read_a_large_response_does_not_hold_up_the_worker() {
         assert_eq!(big.body.len(), size, "{kind}");
         assert!(big.body == expected, "{kind}: the body's bytes");
         if kind == "chunked" {
+            // A generator of pieces: paused while the client lagged, resumed, and
+            // closed at its end.
             assert_eq!(big.header("transfer-encoding"), Some("chunked"));
+            server.wait_log(
+                |l| l.contains("big generator closed after the last piece"),
+                Duration::from_secs(5),
+            );
         }
+        // Logged once whole, with every byte counted.
+        server.wait_stdout(
+            |l| l.contains(&format!("/big?{kind} HTTP/1.1\" 200 {size}")),
+            Duration::from_secs(5),
+        );
         assert_eq!(slow.get("/").unwrap().status, 200, "{kind}");
     }
+}
+
+#[test]
+fn a_client_that_leaves_a_paused_response_ends_it_and_the_worker_goes_on() {
+    let server = ServerBuilder::new("basic:app").workers(1).start();
+    let mut slow = TcpStream::connect(server.addr()).unwrap();
+    slow.write_all(b"GET /big?chunked HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 4096];
+    slow.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    std::thread::sleep(Duration::from_millis(300)); // the socket fills; the response pauses
+    drop(slow);
+    // The app's generator is closed (its finally runs) and nothing is logged as an error.
+    server.wait_log(
+        |l| l.contains("big generator closed early"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    assert!(
+        !server.log().contains("Error handling request"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

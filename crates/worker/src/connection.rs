@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use ferricorn_http::{ChunkedDecoder, Head};
+use ferricorn_wsgi::Paused;
 use mio::net::TcpStream;
 
 use crate::inbuf::InBuf;
 use crate::outbuf::OutBuf;
+use crate::responder::Progress;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -52,6 +54,27 @@ pub struct Conn {
     pub served: u64,
     /// `--proxy-protocol`: the start of the connection was checked for a PROXY header.
     pub proxy_checked: bool,
+    /// A response whose app iteration waits for the client to take what was sent.
+    pub parked: Option<Box<Parked>>,
+}
+
+/// A paused response and what its end needs: the request, for the logs (its
+/// bytes have left the receive buffer), and when it started.
+pub struct Parked {
+    pub call: Paused,
+    pub progress: Progress,
+    pub request: RequestCopy,
+    pub started: Instant,
+    /// The client said `Connection: close`.
+    pub client_said_close: bool,
+}
+
+/// The parts of a request the access and error logs name.
+pub struct RequestCopy {
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
+    pub minor_version: u8,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Conn {
@@ -75,12 +98,16 @@ impl Conn {
             deadline,
             served: 0,
             proxy_checked: false,
+            parked: None,
         }
     }
 
     /// Between requests with nothing buffered either way.
     pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Head && self.inbuf.is_empty() && self.out.pending() == 0
+        self.phase == Phase::Head
+            && self.inbuf.is_empty()
+            && self.out.pending() == 0
+            && self.parked.is_none()
     }
 
     /// Ready for the next request: forget the previous one's state.

@@ -33,6 +33,7 @@ const DIRECT_AT: usize = 64 * 1024;
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// What the request allows.
+#[derive(Clone, Copy)]
 pub struct RequestInfo {
     pub head_request: bool,
     pub minor_version: u8,
@@ -76,6 +77,23 @@ pub struct Responder<'a> {
     /// A body the app reads from the client: unread body at commit time means
     /// the connection cannot be reused.
     pub stream: Option<Arc<Mutex<StreamBody>>>,
+    /// The app's iteration may pause while the client catches up (not while
+    /// the app is also reading the request body from the client).
+    pub may_pause: bool,
+    /// The socket is full and output is waiting: pause the app's iteration.
+    full: bool,
+}
+
+/// Where a paused response stands, kept with its connection (see
+/// [`Responder::suspend`]).
+pub struct Progress {
+    pub info: RequestInfo,
+    state: State,
+    keep_alive: bool,
+    problem: Option<String>,
+    status: u16,
+    body_bytes: u64,
+    log_headers: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'a> Responder<'a> {
@@ -103,7 +121,37 @@ impl<'a> Responder<'a> {
             body_bytes: 0,
             log_headers: None,
             stream: None,
+            may_pause: false,
+            full: false,
         }
+    }
+
+    /// Put a paused response aside, to [`resume`](Self::resume) once its
+    /// client has taken what was sent.
+    pub fn suspend(self) -> Progress {
+        Progress {
+            info: self.info,
+            state: self.state,
+            keep_alive: self.keep_alive,
+            problem: self.problem,
+            status: self.status,
+            body_bytes: self.body_bytes,
+            log_headers: self.log_headers,
+        }
+    }
+
+    /// Take up a suspended response where it stood (`self` is new, made with
+    /// the same connection's buffers).
+    pub fn resumed(mut self, p: Progress) -> Self {
+        self.info = p.info;
+        self.state = p.state;
+        self.keep_alive = p.keep_alive;
+        self.problem = p.problem;
+        self.status = p.status;
+        self.body_bytes = p.body_bytes;
+        self.log_headers = p.log_headers;
+        self.may_pause = true;
+        self
     }
 
     /// The app finished normally: send what is buffered and end the body.
@@ -371,6 +419,10 @@ impl ResponseSink for Responder<'_> {
     fn write_bytes(&mut self, chunk: &Bound<'_, PyBytes>) -> io::Result<()> {
         self.write_body(chunk.as_bytes(), Some(chunk))
     }
+
+    fn paused(&self) -> bool {
+        self.full
+    }
 }
 
 impl Responder<'_> {
@@ -392,8 +444,13 @@ impl Responder<'_> {
             }
             State::Committed { .. } => self.emit(data, owner)?,
         }
-        if self.out.buffered() >= FLUSH_AT {
-            self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
+        if self.out.has_tail() || self.out.buffered() >= FLUSH_AT {
+            if self.may_pause {
+                // Rather than wait for this client, serve others meanwhile.
+                self.full = !self.out.flush(self.py, self.sock)?;
+            } else if self.out.buffered() >= FLUSH_AT {
+                self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
+            }
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use ferricorn_http::{
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{Report, SelfPipe, Signal};
-use ferricorn_wsgi::{App, Body, CallError, Python, Request};
+use ferricorn_wsgi::{App, Body, CallError, Outcome, Python, Request};
 use log::{debug, error, warn};
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::access_log::{AccessLog, Entry};
-use crate::connection::{Conn, Phase};
+use crate::connection::{Conn, Parked, Phase, RequestCopy};
 use crate::inbuf::InBuf;
 use crate::reloader::Reloader;
 use crate::responder::{RequestInfo, Responder, WRITE_STALL};
@@ -591,6 +591,11 @@ impl<'py> Server<'py> {
                     return;
                 }
                 Ok(true) => {
+                    if conn.parked.is_some() {
+                        // The client took it all: the app's iteration goes on.
+                        self.resume(key);
+                        continue;
+                    }
                     if conn.want_write {
                         conn.want_write = false;
                         let _ = self.poll.registry().reregister(
@@ -635,7 +640,7 @@ impl<'py> Server<'py> {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.close_after_flush || conn.out.pending() >= HIGH_WATER {
+            if conn.close_after_flush || conn.parked.is_some() || conn.out.pending() >= HIGH_WATER {
                 return;
             }
             match conn.phase {
@@ -746,6 +751,114 @@ impl<'py> Server<'py> {
         }
     }
 
+    /// Go on with the paused response of connection `key`, whose client has
+    /// taken everything sent so far.
+    fn resume(&mut self, key: usize) {
+        let py = self.py;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(parked) = conn.parked.take() else {
+            return;
+        };
+        let Parked {
+            call,
+            progress,
+            request,
+            started,
+            client_said_close,
+        } = *parked;
+        let slot = self
+            .board
+            .as_ref()
+            .filter(|_| self.tracks_requests)
+            .and_then(|(b, i)| b.slot(*i));
+        let info = progress.info;
+        let mut responder = Responder::new(
+            py,
+            &mut conn.out,
+            &mut conn.sock,
+            &self.date,
+            &mut self.scratch,
+            info,
+        )
+        .resumed(progress);
+        if let Some(slot) = slot {
+            slot.enter_request(&request.method, &request.target);
+        }
+        self.load.in_app.store(true, Ordering::Relaxed);
+        let result = self.app.resume(py, call, &mut responder);
+        self.load.in_app.store(false, Ordering::Relaxed);
+        if let Some(slot) = slot {
+            slot.leave_request();
+        }
+        let mut settled = Settled::default();
+        match result {
+            Ok(Outcome::Paused(call)) => {
+                conn.parked = Some(Box::new(Parked {
+                    call,
+                    progress: responder.suspend(),
+                    request,
+                    started,
+                    client_said_close,
+                }));
+                return;
+            }
+            Ok(Outcome::Done) => {
+                if self.stopping || stop_pending(&self.shared, self.signals.as_ref()) {
+                    responder.keep_alive = false;
+                }
+                let _ = responder.finish();
+            }
+            Err(e) => {
+                settled = settle_error(
+                    e,
+                    &mut responder,
+                    &request.method,
+                    &request.target,
+                    conn.peer,
+                )
+            }
+        }
+        if let Some(problem) = responder.problem.take() {
+            warn!(
+                "{} {}: {problem}",
+                String::from_utf8_lossy(&request.method),
+                String::from_utf8_lossy(&request.target)
+            );
+        }
+        if self.access.enabled() {
+            let headers: Vec<(&[u8], &[u8])> = request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                .collect();
+            self.access.record(&Entry {
+                peer: conn.peer,
+                method: &request.method,
+                target: &request.target,
+                minor_version: request.minor_version,
+                request_headers: &headers,
+                status: responder.status,
+                response_headers: responder.log_headers.as_deref().unwrap_or(&[]),
+                body_bytes: responder.body_bytes,
+                elapsed: started.elapsed(),
+            });
+        }
+        let keep_alive = responder.keep_alive && !settled.client_gone;
+        drop(responder);
+        if !keep_alive {
+            conn.close_after_flush = true;
+            conn.close_at_once = client_said_close && conn.inbuf.is_empty();
+        }
+        if settled.client_gone {
+            conn.out = Default::default();
+        }
+        if settled.exit {
+            self.begin_stop("the app raised SystemExit");
+        }
+    }
+
     /// `--max-requests`: once reached, ask the master for a replacement (once) and
     /// keep serving until it sends TERM.
     fn count_request(&mut self) {
@@ -798,7 +911,11 @@ impl<'py> Server<'py> {
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             // Closing the socket takes it out of epoll: no deregister call needed.
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
+            if let Some(parked) = conn.parked.take() {
+                // close() and post_request run for a response that cannot finish.
+                self.app.abandon(self.py, parked.call);
+            }
             if self.spare_bufs.len() < SPARE_BUFS {
                 if let Some(buf) = conn.inbuf.into_spare() {
                     self.spare_bufs.push(buf);
@@ -1005,11 +1122,10 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     };
     let mut responder = Responder::new(py, &mut conn.out, &mut conn.sock, date, scratch, info);
     responder.stream = stream.clone();
+    responder.may_pause = stream.is_none();
     if access.wants_response_headers() {
         responder.log_headers = Some(Vec::new());
     }
-    let mut client_gone = false;
-    let mut exit_requested = false;
     if let Some(slot) = slot {
         slot.enter_request(method, target);
     }
@@ -1017,7 +1133,42 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     if let Some(slot) = slot {
         slot.leave_request();
     }
+    let result = match result {
+        Ok(Outcome::Paused(call)) => {
+            // The client has not taken what was sent: the rest of the body comes
+            // when it has (Server::resume), and other connections go on meanwhile.
+            let request = RequestCopy {
+                method: method.to_vec(),
+                target: target.to_vec(),
+                minor_version: req.minor_version,
+                headers: if access.enabled() {
+                    headers
+                        .iter()
+                        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            };
+            let progress = responder.suspend();
+            let client_said_close = !conn.head.keep_alive;
+            conn.inbuf.consume(end.unwrap_or(conn.head.len));
+            conn.reset_request();
+            conn.served += 1;
+            conn.parked = Some(Box::new(Parked {
+                call,
+                progress,
+                request,
+                started,
+                client_said_close,
+            }));
+            return false;
+        }
+        Ok(Outcome::Done) => Ok(()),
+        Err(e) => Err(e),
+    };
     let body_failure = stream.as_ref().and_then(|s| lock(s).failure);
+    let mut settled = Settled::default();
     match result {
         Ok(()) => {
             if stop_pending(shared, signals) {
@@ -1034,7 +1185,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
                 "client {} went away while sending the request body",
                 req.peer
             );
-            client_gone = true;
+            settled.client_gone = true;
         }
         Err(CallError::App { .. }) if body_failure.is_some() => {
             let (status, reason) = match body_failure {
@@ -1048,30 +1199,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
             );
             responder.fail_with(status, reason);
         }
-        Err(CallError::App { traceback, .. }) => {
-            error!(
-                "Error handling request {} {}\n{traceback}",
-                String::from_utf8_lossy(method),
-                String::from_utf8_lossy(target)
-            );
-            responder.fail();
-        }
-        Err(CallError::Exit { traceback }) => {
-            // As a Python process would: the worker ends (cleanly) and the master
-            // starts another. The request gets a 500 rather than a cut connection.
-            error!(
-                "{} {}: the app raised {}; this worker stops and will be replaced",
-                String::from_utf8_lossy(method),
-                String::from_utf8_lossy(target),
-                traceback.lines().last().unwrap_or("SystemExit")
-            );
-            responder.fail();
-            exit_requested = true;
-        }
-        Err(CallError::Client(e)) => {
-            debug!("client {} went away during the response: {e}", req.peer);
-            client_gone = true;
-        }
+        Err(e) => settled = settle_error(e, &mut responder, method, target, req.peer),
     }
     if let Some(problem) = responder.problem.take() {
         warn!(
@@ -1080,6 +1208,10 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
             String::from_utf8_lossy(target)
         );
     }
+    let Settled {
+        client_gone,
+        exit: exit_requested,
+    } = settled;
     let keep_alive = responder.keep_alive && !client_gone;
     if access.enabled() {
         access.record(&Entry {
@@ -1124,6 +1256,52 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         conn.out = Default::default();
     }
     exit_requested
+}
+
+/// What a call's end means for its connection and its worker.
+#[derive(Default)]
+struct Settled {
+    client_gone: bool,
+    /// The app asked the process to end (SystemExit).
+    exit: bool,
+}
+
+/// Log a failed call and answer for it as far as the head allows.
+fn settle_error(
+    e: CallError,
+    responder: &mut Responder<'_>,
+    method: &[u8],
+    target: &[u8],
+    peer: std::net::SocketAddr,
+) -> Settled {
+    let mut settled = Settled::default();
+    match e {
+        CallError::App { traceback, .. } => {
+            error!(
+                "Error handling request {} {}\n{traceback}",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(target)
+            );
+            responder.fail();
+        }
+        CallError::Exit { traceback } => {
+            // As a Python process would: the worker ends (cleanly) and the master
+            // starts another. The request gets a 500 rather than a cut connection.
+            error!(
+                "{} {}: the app raised {}; this worker stops and will be replaced",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(target),
+                traceback.lines().last().unwrap_or("SystemExit")
+            );
+            responder.fail();
+            settled.exit = true;
+        }
+        CallError::Client(e) => {
+            debug!("client {peer} went away during the response: {e}");
+            settled.client_gone = true;
+        }
+    }
+    settled
 }
 
 fn lock(s: &Mutex<StreamBody>) -> std::sync::MutexGuard<'_, StreamBody> {

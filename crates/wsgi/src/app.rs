@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyIterator};
 
 use crate::environ::Environ;
 use crate::hooks::Hooks;
@@ -46,6 +46,30 @@ pub trait ResponseSink {
     ) -> std::io::Result<bool> {
         Ok(false)
     }
+    /// The client is not taking the body as fast as the app makes it: stop
+    /// iterating for now ([`App::call`] returns [`Outcome::Paused`]).
+    fn paused(&self) -> bool {
+        false
+    }
+}
+
+/// How a call ended.
+pub enum Outcome {
+    /// The response is complete (though perhaps not yet all sent).
+    Done,
+    /// The app's iterable has more to give; see [`App::resume`].
+    Paused(Paused),
+}
+
+/// A response whose iterable is not exhausted. The worker serves other
+/// connections until this one's client has taken what was sent, then calls
+/// [`App::resume`]; a connection that ends first calls [`App::abandon`].
+pub struct Paused {
+    iter: Py<PyIterator>,
+    result: Py<PyAny>,
+    start: Py<StartResponse>,
+    environ: Py<PyDict>,
+    hook_req: Option<Py<PyAny>>,
 }
 
 #[derive(Debug)]
@@ -188,14 +212,15 @@ impl App {
         self.hooks.as_ref()
     }
 
-    /// Call the app and stream its response into `sink`. `close()` of the returned
-    /// iterable is called on every path.
+    /// Call the app and stream its response into `sink`, until the sink asks
+    /// for a pause. `close()` of the returned iterable is called on every path
+    /// (for a paused response, by [`resume`](Self::resume) or [`abandon`](Self::abandon)).
     pub fn call(
         &mut self,
         py: Python<'_>,
         req: &Request<'_>,
         sink: &mut dyn ResponseSink,
-    ) -> Result<(), CallError> {
+    ) -> Result<Outcome, CallError> {
         let start = match self.start_response(py) {
             Ok(s) => s,
             Err(e) => return Err(self.app_error(py, e, false)),
@@ -221,7 +246,81 @@ impl App {
             Ok(r) => r,
             Err(e) => return Err(self.app_error(py, e, false)),
         };
-        let outcome = self.send_body(py, &result, &start, sink);
+        // Ok(Some(iter)): paused, with `iter` to go on with.
+        let outcome = match self.send_file(py, &result, &start, sink) {
+            Ok(true) => Ok(None),
+            Ok(false) => match result.try_iter() {
+                Ok(iter) => self
+                    .send_items(py, &iter, &start, sink)
+                    .map(|paused| paused.then_some(iter)),
+                Err(e) => Err(self.app_error(py, e, false)),
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(Some(iter)) => Ok(Outcome::Paused(Paused {
+                iter: iter.unbind(),
+                result: result.unbind(),
+                start: start.unbind(),
+                environ: environ.unbind(),
+                hook_req: hook_req.map(Bound::unbind),
+            })),
+            Ok(None) => self.end_call(py, &result, &start, &environ, hook_req.as_ref(), Ok(())),
+            Err(e) => self.end_call(py, &result, &start, &environ, hook_req.as_ref(), Err(e)),
+        }
+    }
+
+    /// Go on with a paused response, into `sink`, until it is done or the sink
+    /// asks for another pause.
+    pub fn resume(
+        &mut self,
+        py: Python<'_>,
+        paused: Paused,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<Outcome, CallError> {
+        let start = paused.start.bind(py).clone();
+        let iter = paused.iter.bind(py).clone();
+        match self.send_items(py, &iter, &start, sink) {
+            Ok(true) => Ok(Outcome::Paused(paused)),
+            Ok(false) => self.end_paused(py, paused, Ok(())),
+            Err(e) => self.end_paused(py, paused, Err(e)),
+        }
+    }
+
+    /// A paused response whose connection ended: close() and post_request, as
+    /// for any response.
+    pub fn abandon(&mut self, py: Python<'_>, paused: Paused) {
+        let gone = std::io::Error::from(std::io::ErrorKind::ConnectionAborted);
+        let _ = self.end_paused(py, paused, Err(CallError::Client(gone)));
+    }
+
+    fn end_paused(
+        &mut self,
+        py: Python<'_>,
+        paused: Paused,
+        outcome: Result<(), CallError>,
+    ) -> Result<Outcome, CallError> {
+        let hook_req = paused.hook_req.map(|r| r.into_bound(py));
+        self.end_call(
+            py,
+            paused.result.bind(py),
+            paused.start.bind(py),
+            paused.environ.bind(py),
+            hook_req.as_ref(),
+            outcome,
+        )
+    }
+
+    /// close() of the iterable, then post_request; the first error wins.
+    fn end_call(
+        &self,
+        py: Python<'_>,
+        result: &Bound<'_, PyAny>,
+        start: &Bound<'_, StartResponse>,
+        environ: &Bound<'_, PyDict>,
+        hook_req: Option<&Bound<'_, PyAny>>,
+        outcome: Result<(), CallError>,
+    ) -> Result<Outcome, CallError> {
         // A list or tuple has no close(); asking would raise and discard an
         // AttributeError per request (before Python 3.13).
         let plain = result.is_exact_instance_of::<pyo3::types::PyList>()
@@ -236,7 +335,7 @@ impl App {
             }
         };
         // As gunicorn: after the body and close().
-        if let (Some(h), Some(r)) = (&self.hooks, &hook_req) {
+        if let (Some(h), Some(r)) = (&self.hooks, hook_req) {
             let s = start.borrow();
             h.post_request(
                 py,
@@ -250,7 +349,7 @@ impl App {
         match (outcome, close_result) {
             (Err(e), _) => Err(e),
             (Ok(()), Err(e)) => Err(self.app_error(py, e, sent)),
-            (Ok(()), Ok(())) => Ok(()),
+            (Ok(()), Ok(())) => Ok(Outcome::Done),
         }
     }
 
@@ -272,33 +371,40 @@ impl App {
         Ok(s)
     }
 
-    fn send_body(
+    /// wsgi.file_wrapper over a regular file, when sendfile(2) may be used:
+    /// `Ok(true)` when the sink sends the file.
+    fn send_file(
         &self,
         py: Python<'_>,
         result: &Bound<'_, PyAny>,
         start: &Bound<'_, StartResponse>,
         sink: &mut dyn ResponseSink,
-    ) -> Result<(), CallError> {
-        if self.sendfile && result.get_type().is(self.file_wrapper.bind(py)) {
-            if let Ok(Some((fd, offset, count))) = self
-                .regular_file
-                .bind(py)
-                .call1((result,))
-                .and_then(|r| r.extract::<Option<(i32, u64, u64)>>())
-            {
-                send_head(start, sink)?;
-                if sink
-                    .sendfile(fd, offset, count)
-                    .map_err(CallError::Client)?
-                {
-                    return Ok(());
-                }
-            }
+    ) -> Result<bool, CallError> {
+        if !self.sendfile || !result.get_type().is(self.file_wrapper.bind(py)) {
+            return Ok(false);
         }
-        let iter = result
-            .try_iter()
-            .map_err(|e| self.app_error(py, e, false))?;
-        for item in iter {
+        let Ok(Some((fd, offset, count))) = self
+            .regular_file
+            .bind(py)
+            .call1((result,))
+            .and_then(|r| r.extract::<Option<(i32, u64, u64)>>())
+        else {
+            return Ok(false);
+        };
+        send_head(start, sink)?;
+        sink.sendfile(fd, offset, count).map_err(CallError::Client)
+    }
+
+    /// The iterable's items into `sink`: `Ok(true)` when the sink asked for a
+    /// pause (the iterator may have more), `Ok(false)` when the body is complete.
+    fn send_items(
+        &self,
+        py: Python<'_>,
+        iter: &Bound<'_, PyIterator>,
+        start: &Bound<'_, StartResponse>,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<bool, CallError> {
+        for item in iter.clone() {
             let sent = start.borrow().headers_sent;
             let item = item.map_err(|e| self.app_error(py, e, sent))?;
             let Ok(chunk) = item.cast::<PyBytes>() else {
@@ -319,8 +425,12 @@ impl App {
             }
             send_head(start, sink)?;
             sink.write_bytes(chunk).map_err(CallError::Client)?;
+            if sink.paused() {
+                return Ok(true);
+            }
         }
-        send_head(start, sink)
+        send_head(start, sink)?;
+        Ok(false)
     }
 
     fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {

@@ -13,7 +13,7 @@ mod loader;
 mod preload;
 mod start_response;
 
-pub use app::{App, CallError, Request, ResponseSink};
+pub use app::{App, CallError, Outcome, Paused, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
 pub use input::{Body, BodySource, SharedSource};
 pub use interpreter::{initialize, BootError, PythonOptions, BUILD_PYTHON, PYTHON_VERSION};
