@@ -9,6 +9,7 @@
 mod access_log;
 mod connection;
 mod inbuf;
+mod malloc;
 mod outbuf;
 mod reloader;
 mod responder;
@@ -114,6 +115,7 @@ pub fn run(
         return 0;
     }
 
+    malloc::keep_freed_heap();
     if let Err(e) = drop_privileges(opts.user, opts.group) {
         report(Report::Failed {
             code: exit_code::WORKER_BOOT_FAILED,
