@@ -204,6 +204,32 @@ def exits(environ, start_response):
 
 
 ROUTES["/hop"] = hop
+
+
+def exc_info_route(environ, start_response):
+    """start_response called again (PEP 3333): without exc_info it raises; with
+    exc_info and a bad header it raises and keeps the first status and headers;
+    with exc_info and good ones (unless ?keep) it replaces them."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-First", "1")])
+    raised = []
+    try:
+        start_response("202 Accepted", [("X-Again", "1")])
+    except RuntimeError:
+        raised.append("RuntimeError")
+    try:
+        raise KeyError("oops")
+    except KeyError:
+        info = sys.exc_info()
+    try:
+        start_response("203 Bad", [("X-Bad", "a\r\nb")], info)
+    except ValueError:
+        raised.append("ValueError")
+    if environ["QUERY_STRING"] != "keep":
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("X-Second", "2")], info)
+    return [" ".join(raised).encode()]
+
+
+ROUTES["/exc-info"] = exc_info_route
 ROUTES["/none"] = returns_none
 ROUTES["/str"] = returns_str
 ROUTES["/exit"] = exits

@@ -71,6 +71,26 @@ fn protocol_mistakes_by_the_app_are_500s_with_a_clear_line() {
 }
 
 #[test]
+fn start_response_called_again_follows_pep_3333() {
+    let server = ServerBuilder::new("basic:app").start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    for _ in 0..2 {
+        // With exc_info and valid headers, the second call replaces the first.
+        let replaced = c.get("/exc-info").unwrap();
+        assert_eq!(replaced.status, 500);
+        assert_eq!(replaced.header("x-second"), Some("2"));
+        assert_eq!(replaced.header("x-first"), None);
+        assert_eq!(replaced.text(), "RuntimeError ValueError");
+        // A call that raises (a bad header) leaves the earlier status and headers.
+        let kept = c.get("/exc-info?keep").unwrap();
+        assert_eq!(kept.status, 200);
+        assert_eq!(kept.header("x-first"), Some("1"));
+        assert_eq!(kept.header("x-bad"), None);
+        assert_eq!(kept.text(), "RuntimeError ValueError");
+    }
+}
+
+#[test]
 fn system_exit_from_the_app_ends_the_worker_cleanly_and_it_is_replaced() {
     let server = ServerBuilder::new("basic:app").start();
     let pid = crate::util::worker_pid(server.addr());

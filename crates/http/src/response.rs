@@ -18,14 +18,15 @@ pub enum ResponseFraming {
     NoBody,
 }
 
-/// A response head to serialize.
+/// A response head to serialize; header names and values are any byte
+/// strings (`&[u8]`, or the `Vec<u8>`s a worker keeps).
 #[derive(Debug, Clone, Copy)]
-pub struct ResponseHead<'a> {
+pub struct ResponseHead<'a, H = &'a [u8]> {
     /// Status code and reason as given by the WSGI app, e.g. `b"200 OK"`
     /// (already validated).
     pub status: &'a [u8],
     /// App headers, already validated (no CR, LF or NUL).
-    pub headers: &'a [(&'a [u8], &'a [u8])],
+    pub headers: &'a [(H, H)],
     /// Body framing.
     pub framing: ResponseFraming,
     /// `false` adds `Connection: close`.
@@ -42,11 +43,11 @@ pub struct ResponseHead<'a> {
 /// and `Connection` as needed. Never duplicates `Content-Length` when the app
 /// gave one. The app must not set hop-by-hop fields (`Connection`,
 /// `Transfer-Encoding`; PEP 3333) — the worker checks that, not this writer.
-pub fn write_head(out: &mut Vec<u8>, head: &ResponseHead, date: &HttpDate) {
+pub fn write_head<H: AsRef<[u8]>>(out: &mut Vec<u8>, head: &ResponseHead<H>, date: &HttpDate) {
     let has = |name: &[u8]| {
         head.headers
             .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            .any(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
     };
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status);
@@ -57,8 +58,8 @@ pub fn write_head(out: &mut Vec<u8>, head: &ResponseHead, date: &HttpDate) {
     if !has(b"date") {
         field(out, b"Date", date.as_bytes());
     }
-    for &(name, value) in head.headers {
-        field(out, name, value);
+    for (name, value) in head.headers {
+        field(out, name.as_ref(), value.as_ref());
     }
     match head.framing {
         ResponseFraming::Length(n) if !has(b"content-length") => {

@@ -32,6 +32,45 @@ const DIRECT_AT: usize = 64 * 1024;
 /// How long a client may take nothing while the app streams to it.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
+/// Buffers a worker loop lends each response and gets back, so that steady
+/// traffic allocates nothing for them.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The body while it is small enough to go out with its head.
+    body: Vec<u8>,
+    head: HeadCopy,
+}
+
+/// The app's status and headers from start_response until the head is written.
+#[derive(Debug, Default)]
+struct HeadCopy {
+    status: Vec<u8>,
+    /// Entries past `len` are spare allocations from earlier responses.
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    len: usize,
+}
+
+impl HeadCopy {
+    fn set(&mut self, status: &[u8], headers: &[(Vec<u8>, Vec<u8>)]) {
+        self.status.clear();
+        self.status.extend_from_slice(status);
+        if self.headers.len() < headers.len() {
+            self.headers.resize_with(headers.len(), Default::default);
+        }
+        for ((name, value), (n, v)) in self.headers.iter_mut().zip(headers) {
+            name.clear();
+            name.extend_from_slice(n);
+            value.clear();
+            value.extend_from_slice(v);
+        }
+        self.len = headers.len();
+    }
+
+    fn headers(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.headers[..self.len]
+    }
+}
+
 /// What the request allows.
 #[derive(Clone, Copy)]
 pub struct RequestInfo {
@@ -43,9 +82,8 @@ pub struct RequestInfo {
 
 enum State {
     Waiting,
+    /// The app's status and headers are in the scratch's [`HeadCopy`].
     Buffering {
-        status: Vec<u8>,
-        headers: Vec<(Vec<u8>, Vec<u8>)>,
         close: bool,
         app_len: Option<u64>,
         counted: u64,
@@ -63,6 +101,7 @@ pub struct Responder<'a> {
     sock: &'a mut TcpStream,
     date: &'a HttpDate,
     body: &'a mut Vec<u8>,
+    head: &'a mut HeadCopy,
     info: RequestInfo,
     state: State,
     /// The connection may be reused after this response.
@@ -102,9 +141,10 @@ impl<'a> Responder<'a> {
         out: &'a mut OutBuf,
         sock: &'a mut TcpStream,
         date: &'a HttpDate,
-        body: &'a mut Vec<u8>,
+        scratch: &'a mut Scratch,
         info: RequestInfo,
     ) -> Self {
+        let Scratch { body, head } = scratch;
         body.clear();
         let keep_alive = info.keep_alive;
         Responder {
@@ -113,6 +153,7 @@ impl<'a> Responder<'a> {
             sock,
             date,
             body,
+            head,
             info,
             state: State::Waiting,
             keep_alive,
@@ -214,8 +255,6 @@ impl<'a> Responder<'a> {
     /// Commit the head; `body_len` is the body's length when it is known up front.
     fn commit_with_length(&mut self, streaming: bool, body_len: u64) -> io::Result<()> {
         let State::Buffering {
-            status,
-            headers,
             close,
             app_len,
             counted,
@@ -223,7 +262,9 @@ impl<'a> Responder<'a> {
         else {
             return Ok(());
         };
-        let code = status
+        let code = self
+            .head
+            .status
             .get(..3)
             .and_then(|c| std::str::from_utf8(c).ok())
             .and_then(|c| c.parse::<u16>().ok())
@@ -249,13 +290,9 @@ impl<'a> Responder<'a> {
             }
         }
         self.keep_alive = self.keep_alive && !close && framing != ResponseFraming::Close;
-        let refs: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_slice(), v.as_slice()))
-            .collect();
         let head = ResponseHead {
-            status: &status,
-            headers: &refs,
+            status: &self.head.status,
+            headers: self.head.headers(),
             framing,
             keep_alive: self.keep_alive,
             http10_keep_alive: self.keep_alive && self.info.minor_version == 0,
@@ -403,9 +440,8 @@ impl ResponseSink for Responder<'_> {
             .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
+        self.head.set(status, headers);
         self.state = State::Buffering {
-            status: status.to_vec(),
-            headers: headers.to_vec(),
             close,
             app_len,
             counted: 0,

@@ -29,7 +29,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::connection::{Conn, Parked, Phase, RequestCopy};
 use crate::inbuf::InBuf;
 use crate::reloader::Reloader;
-use crate::responder::{RequestInfo, Responder, WRITE_STALL};
+use crate::responder::{RequestInfo, Responder, Scratch, WRITE_STALL};
 use crate::stream_body::{Failure, StreamBody};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
@@ -185,7 +185,7 @@ pub struct Server<'py> {
     accept_deferred: bool,
     accept_retry_at: Instant,
     last_sweep: Instant,
-    scratch: Vec<u8>,
+    scratch: Scratch,
     board: Option<(Arc<Scoreboard>, usize)>,
     /// This loop writes heartbeats and requests to the slot (the main loop).
     tracks_requests: bool,
@@ -265,7 +265,7 @@ impl<'py> Server<'py> {
             accept_deferred: false,
             accept_retry_at: now,
             last_sweep: now,
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             tracks_requests,
             board,
             shared,
@@ -1029,7 +1029,7 @@ struct Ctx<'a, 'py> {
     py: Python<'py>,
     app: &'a mut App,
     date: &'a HttpDate,
-    scratch: &'a mut Vec<u8>,
+    scratch: &'a mut Scratch,
     stopping: bool,
     signals: Option<&'a SelfPipe>,
     shared: &'a Shared,

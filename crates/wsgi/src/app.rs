@@ -342,7 +342,7 @@ impl App {
                 r,
                 environ.as_any(),
                 s.status.as_deref().unwrap_or_default(),
-                &s.headers,
+                s.headers(),
             );
         }
         let sent = start.borrow().headers_sent;
@@ -464,7 +464,7 @@ fn send_head(
             headers_sent: false,
         });
     };
-    sink.start(&status, &s.headers, s.close);
+    sink.start(&status, s.headers(), s.close);
     s.status = Some(status);
     s.headers_sent = true;
     let written = std::mem::take(&mut s.written);

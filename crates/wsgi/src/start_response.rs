@@ -27,7 +27,12 @@ const HOP_BY_HOP: &[&str] = &[
 #[derive(Default)]
 pub struct StartResponse {
     pub status: Option<Vec<u8>>,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The headers given; entries past `header_count` are spare allocations.
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    header_count: usize,
+    /// Allocations from an earlier request, filled by the next call.
+    spare: Vec<(Vec<u8>, Vec<u8>)>,
+    spare_status: Vec<u8>,
     /// The app asked for `Connection: close`.
     pub close: bool,
     /// Set by the server once the head went out; later calls need exc_info and re-raise it.
@@ -37,10 +42,16 @@ pub struct StartResponse {
 }
 
 impl StartResponse {
+    pub fn headers(&self) -> &[(Vec<u8>, Vec<u8>)] {
+        &self.headers[..self.header_count]
+    }
+
     /// Ready for another request, keeping the allocations.
     pub fn reset(&mut self) {
-        self.status = None;
-        self.headers.clear();
+        if let Some(status) = self.status.take() {
+            self.spare_status = status;
+        }
+        self.header_count = 0;
         self.close = false;
         self.headers_sent = false;
         self.written.clear();
@@ -75,46 +86,31 @@ impl StartResponse {
                 ));
             }
         }
-        let status_bytes = validate_status(status)?;
-        let mut headers = Vec::new();
-        let mut close = false;
-        for item in response_headers.try_iter()? {
-            let item = item?;
-            let pair = item.cast::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err("each response header must be a (name, value) tuple of str")
-            })?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err(
-                    "each response header must be a (name, value) tuple of str",
-                ));
-            }
-            let name = latin1(&pair.get_item(0)?, "response header name")?;
-            let value = latin1(&pair.get_item(1)?, "response header value")?;
-            validate_name(&name)?;
-            validate_value(&name, &value)?;
-            if name.eq_ignore_ascii_case(b"connection") {
-                // Tolerated, as gunicorn does, because apps use it to ask for a close.
-                close |= String::from_utf8_lossy(&value)
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("close"));
-                continue;
-            }
-            if HOP_BY_HOP
-                .iter()
-                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-            {
-                // PEP 3333: hop-by-hop headers are the server's; framing headers from
-                // the app would corrupt the response.
-                return Err(PyValueError::new_err(format!(
-                    "the app set the hop-by-hop header {:?}, which belongs to the server (PEP 3333)",
-                    String::from_utf8_lossy(&name)
-                )));
-            }
-            headers.push((name, value));
-        }
+        // Filled in last request's allocations; the current status and headers
+        // stay as they are if these turn out invalid.
+        let (mut status_bytes, mut fresh) = {
+            let mut this = slf.borrow_mut();
+            (
+                std::mem::take(&mut this.spare_status),
+                std::mem::take(&mut this.spare),
+            )
+        };
+        let filled = validate_status(status, &mut status_bytes)
+            .and_then(|()| read_headers(response_headers, &mut fresh));
         let mut this = slf.borrow_mut();
-        this.status = Some(status_bytes);
-        this.headers = headers;
+        let (count, close) = match filled {
+            Ok(got) => got,
+            Err(e) => {
+                this.spare_status = status_bytes;
+                this.spare = fresh;
+                return Err(e);
+            }
+        };
+        this.spare = std::mem::replace(&mut this.headers, fresh);
+        this.header_count = count;
+        if let Some(old) = this.status.replace(status_bytes) {
+            this.spare_status = old;
+        }
         this.close = close;
         drop(this);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
@@ -135,25 +131,79 @@ impl StartResponse {
     }
 }
 
-/// Encode a native string as latin-1 bytes (PEP 3333 "Unicode Issues").
-fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// Validate the app's headers into `out`'s first entries (reusing them), leaving
+/// out `Connection`; returns how many were taken, and whether the app asked for
+/// `Connection: close`.
+fn read_headers(
+    response_headers: &Bound<'_, PyAny>,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> PyResult<(usize, bool)> {
+    let mut count = 0;
+    let mut close = false;
+    for item in response_headers.try_iter()? {
+        let item = item?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each response header must be a (name, value) tuple of str")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each response header must be a (name, value) tuple of str",
+            ));
+        }
+        if out.len() == count {
+            out.push(Default::default());
+        }
+        let (name, value) = &mut out[count];
+        latin1(&pair.get_item(0)?, "response header name", name)?;
+        latin1(&pair.get_item(1)?, "response header value", value)?;
+        validate_name(name)?;
+        validate_value(name, value)?;
+        if name.eq_ignore_ascii_case(b"connection") {
+            // Tolerated, as gunicorn does, because apps use it to ask for a close.
+            close |= String::from_utf8_lossy(value)
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+            continue;
+        }
+        if HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        {
+            // PEP 3333: hop-by-hop headers are the server's; framing headers from
+            // the app would corrupt the response.
+            return Err(PyValueError::new_err(format!(
+                "the app set the hop-by-hop header {:?}, which belongs to the server (PEP 3333)",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        count += 1;
+    }
+    Ok((count, close))
+}
+
+/// Encode a native string as latin-1 bytes (PEP 3333 "Unicode Issues"), into
+/// `out` (cleared first).
+fn latin1(s: &Bound<'_, PyAny>, what: &str, out: &mut Vec<u8>) -> PyResult<()> {
+    out.clear();
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
     let text = s.to_cow()?;
     if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
     }
-    text.chars()
-        .map(|c| {
-            u8::try_from(u32::from(c))
-                .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))
-        })
-        .collect()
+    for c in text.chars() {
+        let b = u8::try_from(u32::from(c))
+            .map_err(|_| PyValueError::new_err(format!("{what} {text:?} is not latin-1")))?;
+        out.push(b);
+    }
+    Ok(())
 }
 
-fn validate_status(status: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    let bytes = latin1(status, "status")?;
+/// The status as latin-1 bytes, into `bytes`, if it has the form `NNN Reason`.
+fn validate_status(status: &Bound<'_, PyAny>, bytes: &mut Vec<u8>) -> PyResult<()> {
+    latin1(status, "status", bytes)?;
     let ok = bytes.len() >= 4
         && bytes[..3].iter().all(u8::is_ascii_digit)
         && bytes[3] == b' '
@@ -161,10 +211,10 @@ fn validate_status(status: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if !ok {
         return Err(PyValueError::new_err(format!(
             "invalid status {:?}: expected \"NNN Reason\"",
-            String::from_utf8_lossy(&bytes)
+            String::from_utf8_lossy(bytes)
         )));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 fn validate_name(name: &[u8]) -> PyResult<()> {
