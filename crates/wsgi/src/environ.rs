@@ -82,13 +82,13 @@ impl Environ {
     ) -> PyResult<Bound<'py, PyDict>> {
         let env = self.base.bind(py).copy()?;
         let (path, query) = split_target(req.target);
-        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), latin1(py, req.method))?;
+        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), latin1(py, req.method)?)?;
         env.set_item(
             pyo3::intern!(py, "PATH_INFO"),
-            latin1(py, &percent_decode(path)),
+            latin1(py, &percent_decode(path))?,
         )?;
-        env.set_item(pyo3::intern!(py, "QUERY_STRING"), latin1(py, query))?;
-        env.set_item(pyo3::intern!(py, "RAW_URI"), latin1(py, req.target))?;
+        env.set_item(pyo3::intern!(py, "QUERY_STRING"), latin1(py, query)?)?;
+        env.set_item(pyo3::intern!(py, "RAW_URI"), latin1(py, req.target)?)?;
         env.set_item(
             pyo3::intern!(py, "SERVER_PROTOCOL"),
             if req.minor_version == 0 {
@@ -122,7 +122,7 @@ impl Environ {
                 host = Some(value);
             }
             let key = self.key(py, name);
-            let value = latin1(py, value);
+            let value = latin1(py, value)?;
             match env.get_item(&key)? {
                 Some(prev) => {
                     let sep = if name.eq_ignore_ascii_case(b"cookie") {
@@ -143,7 +143,7 @@ impl Environ {
         let (server_name, server_port) = match host.filter(|h| !h.is_empty()) {
             Some(h) => {
                 let (name, port) = split_host(h);
-                (latin1(py, name), latin1(py, port))
+                (latin1(py, name)?, latin1(py, port)?)
             }
             None => (
                 PyString::new(py, ip_text(req.local.ip(), &mut digits)),
@@ -218,11 +218,18 @@ fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 40]) -> &str {
 }
 
 /// A native string from bytes, decoded as latin-1 (PEP 3333: environ values are
-/// native strings holding the bytes as sent).
-fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => PyString::new(py, s),
-        _ => PyString::new(py, &bytes.iter().map(|&b| b as char).collect::<String>()),
+/// native strings holding the bytes as sent). CPython's own latin-1 decoder
+/// copies the bytes as they are; `PyString::new` would validate and decode UTF-8.
+#[allow(unsafe_code)]
+fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too long"))?;
+    // SAFETY: `bytes` is a live slice of `len` bytes, `py` proves the thread is
+    // attached, and a NULL errors argument means "strict" (latin-1 cannot fail
+    // but for memory). The result is a new reference, or NULL with an exception set.
+    unsafe {
+        let s = pyo3::ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked())
     }
 }
 
