@@ -185,6 +185,10 @@ pub struct Server<'py> {
     accept_deferred: bool,
     accept_retry_at: Instant,
     last_sweep: Instant,
+    /// The time as last read: after each poll and each app call. Close enough
+    /// for deadlines (seconds) and the 1 ms deferral, and one clock read fewer
+    /// each time it serves.
+    now: Instant,
     scratch: Scratch,
     board: Option<(Arc<Scoreboard>, usize)>,
     /// This loop writes heartbeats and requests to the slot (the main loop).
@@ -265,6 +269,7 @@ impl<'py> Server<'py> {
             accept_deferred: false,
             accept_retry_at: now,
             last_sweep: now,
+            now,
             scratch: Scratch::default(),
             tracks_requests,
             board,
@@ -309,6 +314,7 @@ impl<'py> Server<'py> {
                     return;
                 }
             }
+            self.now = Instant::now();
             self.date.refresh(SystemTime::now());
             if let Some(slot) = self.tracked_slot() {
                 slot.beat();
@@ -529,9 +535,10 @@ impl<'py> Server<'py> {
 
     /// Before an app call: answers held back for [`DEFER_LIMIT`] go out now.
     fn flush_stale_deferred(&mut self) {
+        let now = self.now;
         if self
             .deferred_since
-            .is_some_and(|t| t.elapsed() >= DEFER_LIMIT)
+            .is_some_and(|t| now.saturating_duration_since(t) >= DEFER_LIMIT)
         {
             self.flush_deferred();
         }
@@ -566,7 +573,7 @@ impl<'py> Server<'py> {
                 if !conn.flush_deferred {
                     conn.flush_deferred = true;
                     self.deferred.push(key);
-                    self.deferred_since.get_or_insert_with(Instant::now);
+                    self.deferred_since.get_or_insert(self.now);
                 }
                 return;
             }
@@ -618,7 +625,7 @@ impl<'py> Server<'py> {
                         return;
                     }
                     if conn.is_idle() {
-                        conn.deadline = Instant::now() + self.settings.keepalive;
+                        conn.deadline = self.now + self.settings.keepalive;
                         if self.stopping {
                             self.close(key);
                             return;
@@ -687,7 +694,7 @@ impl<'py> Server<'py> {
                         }
                         Ok(Parsed::Complete) => {
                             conn.phase = Phase::Body;
-                            conn.deadline = Instant::now() + self.settings.body_timeout;
+                            conn.deadline = self.now + self.settings.body_timeout;
                             match conn.head.framing {
                                 Framing::Chunked => {
                                     conn.chunked = Some((
@@ -718,7 +725,9 @@ impl<'py> Server<'py> {
                     // A stop that arrived while the app ran still closes this connection.
                     let stopping =
                         self.stopping || stop_pending(&self.shared, self.signals.as_ref());
+                    let started = Instant::now();
                     let ctx = Ctx {
+                        started,
                         py: self.py,
                         app: &mut self.app,
                         date: &self.date,
@@ -735,12 +744,13 @@ impl<'py> Server<'py> {
                         trusted: &self.settings.trusted,
                         body_timeout: self.settings.body_timeout,
                     };
-                    let started = Instant::now();
                     self.load.in_app.store(true, Ordering::Relaxed);
                     let exit = dispatch(ctx, conn, end);
                     self.load.in_app.store(false, Ordering::Relaxed);
                     // A moving average of the app's time per request (1/8 weight).
-                    let took = started.elapsed();
+                    let ended = Instant::now();
+                    let took = ended.saturating_duration_since(started);
+                    self.now = ended;
                     self.app_time = self.app_time - self.app_time / 8 + took / 8;
                     if exit {
                         self.begin_stop("the app raised SystemExit");
@@ -1026,6 +1036,8 @@ fn begin_stream(conn: &mut Conn, timeout: Duration) -> io::Result<Arc<Mutex<Stre
 
 /// What a request's dispatch needs from the worker besides the connection.
 struct Ctx<'a, 'py> {
+    /// When the app call began.
+    started: Instant,
     py: Python<'py>,
     app: &'a mut App,
     date: &'a HttpDate,
@@ -1049,6 +1061,7 @@ fn stop_pending(shared: &Shared, signals: Option<&SelfPipe>) -> bool {
 /// Returns true when the app asked the process to end (SystemExit).
 fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     let Ctx {
+        started,
         py,
         app,
         date,
@@ -1061,7 +1074,6 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         trusted,
         body_timeout,
     } = ctx;
-    let started = Instant::now();
     let stream = match end {
         Some(_) => None,
         None => {
