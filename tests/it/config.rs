@@ -535,6 +535,57 @@ def pre_exec(server):
 }
 
 #[test]
+fn post_request_runs_when_a_paused_response_ends_whole_or_cut() {
+    let dir = scratch("hooks-paused");
+    let marks = dir.join("marks.txt");
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        format!(
+            r#"MARKS = {marks:?}
+bind = "127.0.0.1:0"
+workers = 1
+
+def post_request(worker, req, environ, resp):
+    with open(MARKS, "a") as f:
+        f.write(f"post_request {{req.path}} {{resp.status_code}}\n")
+"#
+        ),
+    )
+    .unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_default_bind()
+        .no_workers_flag()
+        .cwd(&dir)
+        .start();
+    let marked = || std::fs::read_to_string(&marks).unwrap_or_default();
+    // A client slow to read 16 MiB: the response pauses, and the hook waits for its end.
+    let mut slow = http::Client::connect(server.addr()).unwrap();
+    slow.send(b"GET /big?chunked HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    server.wait_log(|l| l.contains("Booting worker") || l.contains("ready"), T);
+    std::thread::sleep(Duration::from_millis(300)); // the socket fills
+    assert_eq!(marked(), "", "post_request before the body went out");
+    assert_eq!(slow.read_response(false).unwrap().body.len(), 16 << 20);
+    server.wait_log(
+        |l| l.contains("big generator closed after the last piece"),
+        T,
+    );
+    assert_eq!(marked(), "post_request /big 200\n");
+    // A client that leaves mid-body: the hook still runs, once.
+    let mut gone = std::net::TcpStream::connect(server.addr()).unwrap();
+    std::io::Write::write_all(&mut gone, b"GET /big?chunked HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    server.wait_log(|l| l.contains("big generator closed early"), T);
+    // The hook runs right after close() (bounded wait for its line).
+    let deadline = std::time::Instant::now() + T;
+    while marked().lines().count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(marked(), "post_request /big 200\npost_request /big 200\n");
+}
+
+#[test]
 fn forwarded_allow_ips_decides_whose_x_forwarded_proto_sets_the_scheme() {
     let scheme = |server: &crate::util::Server, headers: &str| -> (u16, String) {
         let mut c = http::Client::connect(server.addr()).unwrap();
