@@ -480,13 +480,12 @@ impl Responder<'_> {
             }
             State::Committed { .. } => self.emit(data, owner)?,
         }
-        if self.out.has_tail() || self.out.buffered() >= FLUSH_AT {
-            if self.may_pause {
-                // Rather than wait for this client, serve others meanwhile.
-                self.full = !self.out.flush(self.py, self.sock)?;
-            } else if self.out.buffered() >= FLUSH_AT {
-                self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
-            }
+        let waiting = self.out.has_tail() || self.out.buffered() >= FLUSH_AT;
+        if self.may_pause && waiting {
+            // Rather than wait for this client, serve others meanwhile.
+            self.full = !self.out.flush(self.py, self.sock)?;
+        } else if self.out.buffered() >= FLUSH_AT {
+            self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
         }
         Ok(())
     }

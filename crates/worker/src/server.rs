@@ -830,13 +830,7 @@ impl<'py> Server<'py> {
                 )
             }
         }
-        if let Some(problem) = responder.problem.take() {
-            warn!(
-                "{} {}: {problem}",
-                String::from_utf8_lossy(&request.method),
-                String::from_utf8_lossy(&request.target)
-            );
-        }
+        warn_problem(&mut responder, &request.method, &request.target);
         if self.access.enabled() {
             let headers: Vec<(&[u8], &[u8])> = request
                 .headers
@@ -857,13 +851,7 @@ impl<'py> Server<'py> {
         }
         let keep_alive = responder.keep_alive && !settled.client_gone;
         drop(responder);
-        if !keep_alive {
-            conn.close_after_flush = true;
-            conn.close_at_once = client_said_close && conn.inbuf.is_empty();
-        }
-        if settled.client_gone {
-            conn.out = Default::default();
-        }
+        after_response(conn, keep_alive, settled.client_gone, client_said_close);
         if settled.exit {
             self.begin_stop("the app raised SystemExit");
         }
@@ -1213,13 +1201,7 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         }
         Err(e) => settled = settle_error(e, &mut responder, method, target, req.peer),
     }
-    if let Some(problem) = responder.problem.take() {
-        warn!(
-            "{} {}: {problem}",
-            String::from_utf8_lossy(method),
-            String::from_utf8_lossy(target)
-        );
-    }
+    warn_problem(&mut responder, method, target);
     let Settled {
         client_gone,
         exit: exit_requested,
@@ -1258,16 +1240,35 @@ fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     }
     conn.reset_request();
     conn.served += 1;
+    after_response(conn, keep_alive, client_gone, client_said_close && complete);
+    exit_requested
+}
+
+/// Something the response's writer noticed (a short body, a shrunk file) goes to
+/// the error log with the request it was for.
+fn warn_problem(responder: &mut Responder<'_>, method: &[u8], target: &[u8]) {
+    if let Some(problem) = responder.problem.take() {
+        warn!(
+            "{} {}: {problem}",
+            String::from_utf8_lossy(method),
+            String::from_utf8_lossy(target)
+        );
+    }
+}
+
+/// A response is complete: unless the connection is kept, it closes once the
+/// output is out. `client_done`: the client said this was its last request and
+/// sent it whole.
+fn after_response(conn: &mut Conn, keep_alive: bool, client_gone: bool, client_done: bool) {
     if !keep_alive {
         conn.close_after_flush = true;
-        // The client said this was its last request and sent nothing more: no
-        // need to linger for input that will not come (as nginx).
-        conn.close_at_once = client_said_close && complete && conn.inbuf.is_empty();
+        // Nothing more will come from the client: no need to linger for input
+        // (as nginx).
+        conn.close_at_once = client_done && conn.inbuf.is_empty();
     }
     if client_gone {
         conn.out = Default::default();
     }
-    exit_requested
 }
 
 /// What a call's end means for its connection and its worker.
