@@ -257,17 +257,19 @@ impl App {
             },
             Err(e) => Err(e),
         };
-        match outcome {
-            Ok(Some(iter)) => Ok(Outcome::Paused(Paused {
-                iter: iter.unbind(),
-                result: result.unbind(),
-                start: start.unbind(),
-                environ: environ.unbind(),
-                hook_req: hook_req.map(Bound::unbind),
-            })),
-            Ok(None) => self.end_call(py, &result, &start, &environ, hook_req.as_ref(), Ok(())),
-            Err(e) => self.end_call(py, &result, &start, &environ, hook_req.as_ref(), Err(e)),
-        }
+        let outcome = match outcome {
+            Ok(Some(iter)) => {
+                return Ok(Outcome::Paused(Paused {
+                    iter: iter.unbind(),
+                    result: result.unbind(),
+                    start: start.unbind(),
+                    environ: environ.unbind(),
+                    hook_req: hook_req.map(Bound::unbind),
+                }))
+            }
+            other => other.map(drop),
+        };
+        self.end_call(py, &result, &start, &environ, hook_req.as_ref(), outcome)
     }
 
     /// Go on with a paused response, into `sink`, until it is done or the sink
@@ -282,8 +284,7 @@ impl App {
         let iter = paused.iter.bind(py).clone();
         match self.send_items(py, &iter, &start, sink) {
             Ok(true) => Ok(Outcome::Paused(paused)),
-            Ok(false) => self.end_paused(py, paused, Ok(())),
-            Err(e) => self.end_paused(py, paused, Err(e)),
+            done => self.end_paused(py, paused, done.map(drop)),
         }
     }
 
