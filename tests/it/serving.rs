@@ -92,6 +92,27 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(c.read_response(false).unwrap().status, 404);
 }
 
+#[test]
+fn a_client_that_shuts_its_side_gets_its_answers_then_the_close() {
+    // With a long keep-alive, only the client's FIN can end the connection soon.
+    let server = ServerBuilder::new("basic:app")
+        .args(&["--keep-alive", "60"])
+        .start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+        .unwrap();
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.read_response(false).unwrap().text(), "Hello, World!\n");
+    assert_eq!(c.read_response(false).unwrap().text(), "hello");
+    assert!(c.is_closed_by_server());
+
+    // The FIN after a pause, once the answer is out: still seen.
+    let mut c = Client::connect(server.addr()).unwrap();
+    assert_eq!(c.get("/").unwrap().status, 200);
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.is_closed_by_server());
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }

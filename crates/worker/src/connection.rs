@@ -40,6 +40,9 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// The client shut its write side (read returned 0).
     pub peer_closed: bool,
+    /// An event said the client hung up or the socket failed: read on to the
+    /// end rather than stop at a short read.
+    pub hangup_seen: bool,
     /// With `close_after_flush`: close without lingering (the client asked for
     /// the close and has nothing more in flight).
     pub close_at_once: bool,
@@ -91,6 +94,7 @@ impl Conn {
             body: Vec::new(),
             close_after_flush: false,
             peer_closed: false,
+            hangup_seen: false,
             close_at_once: false,
             read_pending: false,
             want_write: false,

@@ -55,9 +55,10 @@ impl InBuf {
         self.end = self.data.len();
     }
 
-    /// One `read` into free space, growing or compacting first if needed.
-    /// `Ok(0)` means the peer closed its side.
-    pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+    /// One `read` into free space, growing or compacting first if needed:
+    /// how many bytes came (0: the peer closed its side) and whether they
+    /// filled all the room offered (if not, the socket had no more then).
+    pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<(usize, bool)> {
         if self.end == self.data.len() {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);
@@ -69,9 +70,10 @@ impl InBuf {
                 self.data.resize(self.data.len() + grow, 0);
             }
         }
+        let room = self.data.len() - self.end;
         let n = src.read(&mut self.data[self.end..])?;
         self.end += n;
-        Ok(n)
+        Ok((n, n == room))
     }
 
     /// Start on a buffer a closed connection left (its contents are garbage and
@@ -110,7 +112,7 @@ mod tests {
     fn read_consume_compact() {
         let mut b = InBuf::default();
         let mut src: &[u8] = b"hello world";
-        assert_eq!(b.read_from(&mut src).unwrap(), 11);
+        assert_eq!(b.read_from(&mut src).unwrap(), (11, false));
         b.consume(6);
         assert_eq!(b.bytes(), b"world");
         b.consume(5);
@@ -118,7 +120,7 @@ mod tests {
         // Larger than one growth step: still all arrives, in order.
         let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let mut src: &[u8] = &big;
-        while b.read_from(&mut src).unwrap() > 0 {}
+        while b.read_from(&mut src).unwrap().0 > 0 {}
         assert_eq!(b.bytes(), &big[..]);
     }
 }

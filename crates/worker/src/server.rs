@@ -328,7 +328,14 @@ impl<'py> Server<'py> {
                     {
                         self.accept_from(FIRST_LISTENER - t, false)
                     }
-                    Token(key) => self.drive(key, false),
+                    Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.hangup_seen = true;
+                            }
+                        }
+                        self.drive(key, false)
+                    }
                 }
             }
             if self.accept_pending && Instant::now() >= self.accept_retry_at {
@@ -938,8 +945,8 @@ fn read_available(conn: &mut Conn, settings: &Settings) -> io::Result<()> {
         }
         let was_empty = conn.inbuf.is_empty();
         match conn.inbuf.read_from(&mut conn.sock) {
-            Ok(0) => conn.peer_closed = true,
-            Ok(_) => {
+            Ok((0, _)) => conn.peer_closed = true,
+            Ok((_, filled)) => {
                 let now = Instant::now();
                 match conn.phase {
                     // The header timeout runs from a head's first byte and is not
@@ -947,6 +954,13 @@ fn read_available(conn: &mut Conn, settings: &Settings) -> io::Result<()> {
                     Phase::Head if was_empty => conn.deadline = now + settings.header_timeout,
                     Phase::Body => conn.deadline = now + settings.body_timeout,
                     _ => {}
+                }
+                // A short read emptied the socket: whatever arrives later raises
+                // a new edge, so the read that would say WouldBlock (a third of a
+                // keep-alive request's system calls) is skipped. Not when the
+                // event said the peer closed: then only reading finds the end.
+                if !filled && !conn.hangup_seen {
+                    return Ok(());
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

@@ -129,10 +129,17 @@ impl Client {
         Ok(resp)
     }
 
-    /// True once the server has closed the connection (EOF or reset), waiting up to IO_TIMEOUT.
+    /// True once the server has closed the connection (EOF or reset), waiting up
+    /// to IO_TIMEOUT; false if it sent a byte or the wait ran out.
     pub fn is_closed_by_server(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_)) && b[0] == 0
+        match self.stream.read(&mut b) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
     }
 
     fn fill(&mut self) -> io::Result<()> {
