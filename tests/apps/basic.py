@@ -72,6 +72,11 @@ def python(environ, start_response):
     return [json.dumps(info).encode()]
 
 
+def modules(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(sorted(sys.modules)).encode()]
+
+
 def import_module(environ, start_response):
     """Import the module named by the query string and return its MESSAGE."""
     import importlib
@@ -112,6 +117,7 @@ ROUTES = {
     "/env": env,
     "/stream": stream,
     "/python": python,
+    "/modules": modules,
     "/import": import_module,
     "/closing": closing,
     "/closed-count": closed_count,

@@ -170,6 +170,15 @@ fn expect_100_continue_gets_an_interim_response() {
 fn app_exception_gives_500_and_the_worker_keeps_serving() {
     let server = ServerBuilder::new("basic:app").start();
     let pid_before = http::get(server.addr(), "/pid").unwrap().text();
+    // The traceback machinery (about 2 MiB per worker with what it imports) is
+    // loaded at the first error, not before.
+    let modules = http::get(server.addr(), "/modules").unwrap().text();
+    for heavy in ["\"traceback\"", "\"ast\""] {
+        assert!(
+            !modules.contains(heavy),
+            "{heavy} imported before any error: {modules}"
+        );
+    }
     let resp = http::get(server.addr(), "/error").unwrap();
     assert_eq!(resp.status, 500);
     server.wait_log(

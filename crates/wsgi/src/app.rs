@@ -93,7 +93,6 @@ pub struct App {
     regular_file: Py<PyAny>,
     sendfile: bool,
     environ: Environ,
-    format_exception: Py<PyAny>,
     /// gunicorn.conf.py hooks, when it defines pre_request or post_request.
     hooks: Option<Hooks>,
     request_hooks: bool,
@@ -111,15 +110,7 @@ impl App {
             detail: None,
         })?;
         let callable = loader::load(py, spec)?.unbind();
-        let setup = || -> PyResult<(Environ, Py<PyAny>)> {
-            Ok((
-                Environ::new(py, multiprocess)?,
-                py.import("traceback")?
-                    .getattr("format_exception")?
-                    .unbind(),
-            ))
-        };
-        let (environ, format_exception) = setup().map_err(|e| AppLoadError {
+        let environ = Environ::new(py, multiprocess).map_err(|e| AppLoadError {
             message: format!("cannot prepare the WSGI environ: {e}"),
             detail: None,
         })?;
@@ -136,7 +127,6 @@ impl App {
         Ok(App {
             callable,
             environ,
-            format_exception,
             hooks: None,
             request_hooks: false,
             start: None,
@@ -166,10 +156,6 @@ impl App {
         Ok(App {
             callable: module.getattr("app")?.unbind(),
             environ: Environ::new(py, false)?,
-            format_exception: py
-                .import("traceback")?
-                .getattr("format_exception")?
-                .unbind(),
             hooks: None,
             request_hooks: false,
             start: None,
@@ -187,7 +173,6 @@ impl App {
         Ok(App {
             callable: self.callable.clone_ref(py),
             environ,
-            format_exception: self.format_exception.clone_ref(py),
             hooks: None,
             request_hooks: false,
             start: None,
@@ -435,7 +420,7 @@ impl App {
     }
 
     fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {
-        let traceback = format_traceback(py, self.format_exception.bind(py), &err);
+        let traceback = format_traceback(py, &err);
         if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
             || err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
         {
@@ -478,18 +463,17 @@ fn send_head(
 
 /// The full Python traceback of `err`. pyo3 keeps the traceback beside the
 /// exception value (before 3.12 the value's `__traceback__` may be unset), so it is
-/// passed explicitly: `format_exception(type, value, traceback)`.
-pub(crate) fn format_traceback(
-    py: Python<'_>,
-    format_exception: &Bound<'_, PyAny>,
-    err: &PyErr,
-) -> String {
+/// passed explicitly: `format_exception(type, value, traceback)`. The traceback
+/// module is imported at the first error, not at start: with what it imports,
+/// it would cost every worker about 2 MiB.
+pub(crate) fn format_traceback(py: Python<'_>, err: &PyErr) -> String {
     let tb = err
         .traceback(py)
         .map(|t| t.into_any())
         .unwrap_or_else(|| py.None().into_bound(py));
-    format_exception
-        .call1((err.get_type(py), err.value(py), tb))
+    py.import("traceback")
+        .and_then(|m| m.getattr("format_exception"))
+        .and_then(|f| f.call1((err.get_type(py), err.value(py), tb)))
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
         .unwrap_or_else(|_| err.to_string())

@@ -17,7 +17,6 @@ pub struct Hooks {
     hooks: Py<PyDict>,
     server: Py<PyAny>,
     worker: Py<PyAny>,
-    format_exception: Py<PyAny>,
 }
 
 impl Hooks {
@@ -51,10 +50,6 @@ impl Hooks {
             server: loaded.get_item(1)?.unbind(),
             worker: loaded.get_item(2)?.unbind(),
             module: module.unbind(),
-            format_exception: py
-                .import("traceback")?
-                .getattr("format_exception")?
-                .unbind(),
         })
     }
 
@@ -157,7 +152,7 @@ impl Hooks {
     }
 
     fn log_error(&self, py: Python<'_>, name: &str, e: PyErr) {
-        let tb = crate::app::format_traceback(py, self.format_exception.bind(py), &e);
+        let tb = crate::app::format_traceback(py, &e);
         log::error!("Exception in the {name} hook\n{}", tb.trim_end());
     }
 }

@@ -5,9 +5,10 @@ and ``module`` (meaning ``module:application``). Factory arguments are parsed wi
 ``ast.literal_eval``: literals only, never evaluated as code.
 """
 
-import ast
 import importlib
-import traceback
+
+# ast and traceback (with re, enum, tokenize and more behind them) cost a
+# worker about 2 MiB: they are imported only when a spec or an error needs them.
 
 
 class AppLoadError(Exception):
@@ -20,6 +21,15 @@ def _parse(spec):
     target = target.strip() if sep else "application"
     if not module_name:
         raise AppLoadError(f"no module in app spec {spec!r}; expected MODULE:CALLABLE")
+    # The common forms need no parser (ast would also NFKC-normalise a
+    # non-ASCII name, so those go through it).
+    if target.isascii() and target.isidentifier():
+        return module_name, target, False, [], {}
+    bare_call = target[:-2].rstrip() if target.endswith("()") else ""
+    if bare_call.isascii() and bare_call.isidentifier():
+        return module_name, bare_call, True, [], {}
+    import ast
+
     try:
         expr = ast.parse(target, mode="eval").body
     except SyntaxError:
@@ -70,6 +80,8 @@ def describe(exc):
         return str(exc)
     if isinstance(exc, SyntaxError):
         return f"{type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    import traceback
+
     line = f"{type(exc).__name__}: {exc}"
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if "importlib" not in f.filename and "<frozen" not in f.filename]
@@ -79,4 +91,6 @@ def describe(exc):
 
 
 def full(exc):
+    import traceback
+
     return "".join(traceback.format_exception(exc))
