@@ -5,10 +5,12 @@ and ``module`` (meaning ``module:application``). Factory arguments are parsed wi
 ``ast.literal_eval``: literals only, never evaluated as code.
 """
 
-import importlib
+import sys
 
 # ast and traceback (with re, enum, tokenize and more behind them) cost a
 # worker about 2 MiB: they are imported only when a spec or an error needs them.
+# The importlib package (and warnings behind it) is left out too: __import__
+# does what import_module does for an absolute name.
 
 
 class AppLoadError(Exception):
@@ -58,7 +60,8 @@ def _parse(spec):
 
 def load(spec):
     module_name, name, call, args, kwargs = _parse(spec)
-    module = importlib.import_module(module_name)
+    __import__(module_name)
+    module = sys.modules[module_name]
     try:
         app = getattr(module, name)
     except AttributeError:
