@@ -105,6 +105,17 @@ def descendants(pid):
     return tree
 
 
+def steal_seconds():
+    """CPU time the hypervisor gave to others, all CPUs (/proc/stat): on a VM a
+    round that lost much of it is slower for reasons outside the servers."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def cpu_seconds(pids):
     """user+system CPU of these processes, and of their reaped children."""
     total = 0
@@ -236,6 +247,7 @@ class Result:
     cpu_us: float = 0.0
     pss_mib: float = 0.0
     split: str = ""
+    steal_pct: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -284,8 +296,11 @@ def measure(server_name, w, duration, log):
                                  post_bytes=w.post_bytes), 1)
         pids = s.tree()
         before = {p: cpu_seconds([p]) for p in pids}
+        steal_before, wall_before = steal_seconds(), time.monotonic()
         r = run_wrk(s.port, w, duration)
+        steal, wall = steal_seconds() - steal_before, time.monotonic() - wall_before
         after = {p: cpu_seconds([p]) for p in s.tree()}
+        r.steal_pct = 100 * steal / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
         used = {p: after.get(p, 0.0) - before.get(p, 0.0) for p in set(before) | set(after)}
         total = sum(used.values())
         r.cpu_us = total / r.requests * 1e6 if r.requests else 0.0
@@ -354,16 +369,17 @@ def main():
                 if r:
                     print(f"[bench] {w.name} round {rnd + 1} {name}: {r.rps:,.0f} req/s, "
                           f"{r.cpu_us:.1f} us CPU/req, p99 {r.p99_ms:.2f} ms, PSS {r.pss_mib:.1f} MiB, "
-                          f"split {r.split or '-'}, errors {r.errors}, non-2xx {r.non2xx}", file=sys.stderr)
+                          f"split {r.split or '-'}, steal {r.steal_pct:.1f} %, errors {r.errors}, "
+                          f"non-2xx {r.non2xx}", file=sys.stderr)
         base = med([r.rps for r in runs.get("ferricorn", []) if r])
         lines += [f"## {w.name}: {w.note}", "",
                   "| server | req/s | ferricorn / server | CPU µs/req | p50 ms | p99 ms | PSS MiB | "
-                  "worker CPU split | errors | non-2xx |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "worker CPU split | CPU steal % | errors | non-2xx |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name in servers:
             ok = [r for r in runs[name] if r]
             if not ok:
-                lines.append(f"| {name} | failed | | | | | | | | |")
+                lines.append(f"| {name} | failed | | | | | | | | | |")
                 continue
             rps = med([r.rps for r in ok])
             ratio = f"{base / rps:.2f}×" if rps and base else "—"
@@ -371,6 +387,7 @@ def main():
                 f"| {name} | {rps:,.0f} | {ratio} | {med([r.cpu_us for r in ok]):.1f} | "
                 f"{med([r.p50_ms for r in ok]):.2f} | {med([r.p99_ms for r in ok]):.2f} | "
                 f"{med([r.pss_mib for r in ok]):.1f} | {' '.join(r.split or '-' for r in ok)} | "
+                f"{' '.join(f'{r.steal_pct:.1f}' for r in ok)} | "
                 f"{sum(r.errors for r in ok)} | {sum(r.non2xx for r in ok)} |")
         lines.append("")
         write(args.out, lines)
