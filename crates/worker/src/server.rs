@@ -565,7 +565,7 @@ impl<'py> Server<'py> {
                     }
                     return;
                 }
-                if read_available(conn, &self.settings).is_err() {
+                if read_available(conn, &self.settings, self.now).is_err() {
                     self.close(key);
                     return;
                 }
@@ -935,7 +935,8 @@ impl<'py> Server<'py> {
 }
 
 /// Read until the socket is empty, the peer closes, or backpressure says stop.
-fn read_available(conn: &mut Conn, settings: &Settings) -> io::Result<()> {
+/// `now`: the loop's time as last read, for the deadlines.
+fn read_available(conn: &mut Conn, settings: &Settings, now: Instant) -> io::Result<()> {
     conn.read_pending = false;
     while !conn.peer_closed {
         let buffered_ahead = conn.phase == Phase::Head && conn.inbuf.len() >= READ_CAP;
@@ -947,7 +948,6 @@ fn read_available(conn: &mut Conn, settings: &Settings) -> io::Result<()> {
         match conn.inbuf.read_from(&mut conn.sock) {
             Ok((0, _)) => conn.peer_closed = true,
             Ok((_, filled)) => {
-                let now = Instant::now();
                 match conn.phase {
                     // The header timeout runs from a head's first byte and is not
                     // extended by trickling bytes.
