@@ -1,5 +1,15 @@
 //! Record which interpreter this crate is built against, so the embedded CPython
-//! starts with that interpreter's prefix and stdlib whatever PATH says at run time.
+//! starts with that interpreter's prefix and stdlib whatever PATH says at run time;
+//! and link that interpreter's libpython into the binary when it ships a static one.
+//!
+//! Why static: a shared libpython built without `-fno-semantic-interposition`
+//! (pyenv's, python.org's default) calls its own exported functions through the
+//! PLT and reads its own globals through the GOT. Linked into the executable, those
+//! become direct calls and loads: a Flask request costs ~10 % less CPU (docs/benchmarks.md).
+//! `FERRICORN_LIBPYTHON=shared` keeps the shared library; `static` insists.
+use std::path::Path;
+use std::process::Command;
+
 fn main() {
     let config = pyo3_build_config::get();
     if let Some(exe) = config.executable() {
@@ -10,7 +20,100 @@ fn main() {
         config.version().major,
         config.version().minor
     );
-    // Unit tests of this crate run Python too: give them the same RUNPATH as the binary.
-    pyo3_build_config::add_libpython_rpath_link_args();
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    println!("cargo:rerun-if-env-changed=FERRICORN_LIBPYTHON");
+
+    let wanted = std::env::var("FERRICORN_LIBPYTHON").unwrap_or_default();
+    let static_lib = match wanted.as_str() {
+        "shared" => None,
+        "" | "static" => config
+            .executable()
+            .and_then(|exe| static_libpython(Path::new(exe))),
+        other => panic!("FERRICORN_LIBPYTHON must be `static` or `shared`, not `{other}`"),
+    };
+    match static_lib {
+        Some(lib) => {
+            println!("cargo:rerun-if-changed={}", lib.archive());
+            println!("cargo:rustc-link-search=native={}", lib.dir);
+            // Every object, not only those ferricorn calls: extension modules
+            // (lib-dynload, site-packages) link against the whole C API.
+            println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={}", lib.name);
+            for dep in &lib.deps {
+                println!("cargo:rustc-link-lib={dep}");
+            }
+            // Dependent build scripts (the binary's) read this as DEP_FERRICORN_PYTHON_LINK.
+            println!("cargo:link=static");
+            println!("cargo:rustc-link-arg={EXPORT_C_API}");
+        }
+        None if wanted == "static" => panic!(
+            "FERRICORN_LIBPYTHON=static, but the build interpreter has no PIC static libpython \
+             (libpythonX.Y-pic.a, or libpythonX.Y.a of a --enable-shared build) in its LIBPL"
+        ),
+        None => {
+            println!("cargo:link=shared");
+            // Unit tests of this crate run Python too: give them the same RUNPATH as the binary.
+            pyo3_build_config::add_libpython_rpath_link_args();
+        }
+    }
+}
+
+/// Extension modules find the C API in the executable: every symbol of
+/// libpython's API starts with `Py` or `_Py`.
+const EXPORT_C_API: &str = "-Wl,--export-dynamic-symbol=Py*,--export-dynamic-symbol=_Py*";
+
+struct StaticLib {
+    dir: String,
+    /// As `-l` takes it: `python3.11` for libpython3.11.a.
+    name: String,
+    /// The libraries the archive needs, as the interpreter's own link used them.
+    deps: Vec<String>,
+}
+
+impl StaticLib {
+    fn archive(&self) -> String {
+        format!("{}/lib{}.a", self.dir, self.name)
+    }
+}
+
+/// The build interpreter's static libpython, if it has one that can go into a
+/// position-independent executable: Debian's `-pic.a`, or the `.a` of a
+/// `--enable-shared` build (whose objects are all compiled with -fPIC).
+fn static_libpython(python: &Path) -> Option<StaticLib> {
+    const VARS: [&str; 6] = ["LIBPL", "LDVERSION", "Py_ENABLE_SHARED", "LIBS", "SYSLIBS", "MODLIBS"];
+    let script = format!(
+        "import sysconfig\nfor v in {VARS:?}: print(sysconfig.get_config_var(v) or '')"
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let vars: Vec<&str> = text.lines().collect();
+    let [libpl, ldversion, enable_shared, libs, syslibs, modlibs] = vars[..] else {
+        return None;
+    };
+    let pic = format!("python{ldversion}-pic");
+    let plain = format!("python{ldversion}");
+    let name = if Path::new(&format!("{libpl}/lib{pic}.a")).exists() {
+        pic
+    } else if enable_shared == "1" && Path::new(&format!("{libpl}/lib{plain}.a")).exists() {
+        plain
+    } else {
+        return None;
+    };
+    let mut deps: Vec<String> = Vec::new();
+    for lib in [modlibs, libs, syslibs]
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(|t| t.strip_prefix("-l"))
+    {
+        if !deps.iter().any(|d| d == lib) {
+            deps.push(lib.to_string());
+        }
+    }
+    Some(StaticLib {
+        dir: libpl.to_string(),
+        name,
+        deps,
+    })
 }

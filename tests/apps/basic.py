@@ -86,6 +86,18 @@ def import_module(environ, start_response):
     return [module.MESSAGE.encode()]
 
 
+def native(environ, start_response):
+    """Import the extension modules named by the query string (comma-separated):
+    their files, and every libpython this process has mapped."""
+    import importlib
+
+    files = {name: importlib.import_module(name).__file__ for name in environ["QUERY_STRING"].split(",")}
+    with open("/proc/self/maps") as maps:
+        libpython = sorted({line.split()[-1] for line in maps if "libpython" in line})
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({"files": files, "libpython": libpython}).encode()]
+
+
 class Closing:
     """An iterable whose close() must be called exactly once."""
 
@@ -119,6 +131,7 @@ ROUTES = {
     "/python": python,
     "/modules": modules,
     "/import": import_module,
+    "/native": native,
     "/closing": closing,
     "/closed-count": closed_count,
 }

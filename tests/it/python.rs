@@ -171,3 +171,38 @@ fn pythonpath_entries_come_first_on_sys_path() {
         "--pythonpath, then the app dir, first on sys.path: {info}"
     );
 }
+
+#[test]
+fn extension_modules_load_against_the_libpython_the_build_linked() {
+    // With a static libpython the C API lives in the ferricorn executable, and
+    // extension modules find it only if the executable exports it; with a shared
+    // one, it must be the build interpreter's. Either way, stdlib and
+    // site-packages extensions import.
+    let venv = crate::util::test_venv();
+    assert!(venv.join("bin/python").exists(), "run ./scripts/test");
+    let server = ServerBuilder::new("basic:app")
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .start();
+    let response = http::get(
+        server.addr(),
+        "/native?math,_json,_socket,select,_struct,markupsafe._speedups",
+    )
+    .unwrap();
+    let text = response.text();
+    assert_eq!(response.status, 200, "{text}\n{}", server.log());
+    assert!(text.contains("lib-dynload/_json.cpython-"), "{text}");
+    assert!(
+        text.contains("site-packages/markupsafe/_speedups.cpython-"),
+        "{text}"
+    );
+
+    let (_, prefix) = build_python_facts();
+    let libpython = text.split("\"libpython\": ").nth(1).unwrap();
+    match env!("FERRICORN_LIBPYTHON") {
+        "static" => assert_eq!(libpython, "[]}", "no libpython.so may be loaded"),
+        _ => assert!(
+            libpython.starts_with(&format!("[\"{prefix}/")) && !libpython.contains("\", \""),
+            "one libpython, the build interpreter's: {libpython}"
+        ),
+    }
+}
