@@ -37,7 +37,10 @@ fn main() {
             println!("cargo:rustc-link-search=native={}", lib.dir);
             // Every object, not only those ferricorn calls: extension modules
             // (lib-dynload, site-packages) link against the whole C API.
-            println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={}", lib.name);
+            println!(
+                "cargo:rustc-link-lib=static:+whole-archive,-bundle={}",
+                lib.name
+            );
             for dep in &lib.deps {
                 println!("cargo:rustc-link-lib={dep}");
             }
@@ -79,10 +82,16 @@ impl StaticLib {
 /// position-independent executable: Debian's `-pic.a`, or the `.a` of a
 /// `--enable-shared` build (whose objects are all compiled with -fPIC).
 fn static_libpython(python: &Path) -> Option<StaticLib> {
-    const VARS: [&str; 6] = ["LIBPL", "LDVERSION", "Py_ENABLE_SHARED", "LIBS", "SYSLIBS", "MODLIBS"];
-    let script = format!(
-        "import sysconfig\nfor v in {VARS:?}: print(sysconfig.get_config_var(v) or '')"
-    );
+    const VARS: [&str; 6] = [
+        "LIBPL",
+        "LDVERSION",
+        "Py_ENABLE_SHARED",
+        "LIBS",
+        "SYSLIBS",
+        "MODLIBS",
+    ];
+    let script =
+        format!("import sysconfig\nfor v in {VARS:?}: print(sysconfig.get_config_var(v) or '')");
     let out = Command::new(python).arg("-c").arg(script).output().ok()?;
     if !out.status.success() {
         return None;
