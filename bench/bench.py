@@ -30,6 +30,9 @@ APPS = os.path.join(BENCH, "apps")
 VENV = os.environ.get("BENCH_VENV", os.path.join(BENCH, ".venv"))
 VENV_BIN = os.path.join(VENV, "bin")
 FERRICORN = os.environ.get("FERRICORN_BIN", os.path.join(REPO, "target", "release", "ferricorn"))
+# A second ferricorn build, run as the server "ferricorn-b" beside the first in
+# every workload and memory case ferricorn is in: two builds compared in one run.
+FERRICORN_B = os.environ.get("FERRICORN_B", "")
 TICK = os.sysconf("SC_CLK_TCK")
 WORKERS = 2
 READY_TIMEOUT = 30.0
@@ -42,8 +45,9 @@ STOP_TIMEOUT = 10.0
 def server_argv(server, app, port, threads=None, preload=False):
     """How to start each server with WORKERS processes on 127.0.0.1:port."""
     bind = f"127.0.0.1:{port}"
-    if server == "ferricorn":
-        argv = [FERRICORN, "-w", str(WORKERS), "-b", bind, "--log-level", "warning"]
+    if server in ("ferricorn", "ferricorn-b"):
+        binary = FERRICORN if server == "ferricorn" else FERRICORN_B
+        argv = [binary, "-w", str(WORKERS), "-b", bind, "--log-level", "warning"]
         if threads:
             argv += ["--threads", str(threads)]
         if preload:
@@ -66,6 +70,18 @@ def server_argv(server, app, port, threads=None, preload=False):
     if server == "bjoern":
         return [f"{VENV_BIN}/python", os.path.join(APPS, "bjoern_fork.py"), app, str(port), str(WORKERS)]
     raise ValueError(server)
+
+
+def with_b(servers):
+    """`servers` (names, or cases whose first item is one), each ferricorn entry
+    followed by the same for "ferricorn-b" when FERRICORN_B names a build."""
+    out = []
+    for s in servers:
+        out.append(s)
+        name = s if isinstance(s, str) else s[0]
+        if FERRICORN_B and name == "ferricorn":
+            out.append("ferricorn-b" if isinstance(s, str) else ("ferricorn-b",) + tuple(s[1:]))
+    return out
 
 
 def free_port():
@@ -391,7 +407,7 @@ def main():
     for w in WORKLOADS:
         if wanted and w.name not in wanted:
             continue
-        servers = [s for s in w.servers if not only or s in only]
+        servers = [s for s in with_b(w.servers) if not only or s in only]
         runs = {s: [] for s in servers}
         for rnd in range(args.rounds):
             order = servers[rnd % len(servers):] + servers[:rnd % len(servers)]
@@ -436,7 +452,7 @@ def main():
                  ("ferricorn", "flask_app:app", False), ("ferricorn", "flask_app:app", True),
                  ("gunicorn", "flask_app:app", False), ("gunicorn", "flask_app:app", True),
                  ("bjoern", "flask_app:app", False)]
-        cases = [c for c in cases if not only or c[0] in only]
+        cases = [c for c in with_b(cases) if not only or c[0] in only]
         got = {c: [] for c in cases}
         for rnd in range(args.rounds):
             for c in cases:

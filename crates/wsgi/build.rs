@@ -22,17 +22,19 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=FERRICORN_LIBPYTHON");
+    println!("cargo:rerun-if-env-changed=CC");
 
     let wanted = std::env::var("FERRICORN_LIBPYTHON").unwrap_or_default();
     let static_lib = match wanted.as_str() {
-        "shared" => None,
-        "" | "static" => config
-            .executable()
-            .and_then(|exe| static_libpython(Path::new(exe))),
+        "shared" => Err(Unusable::NotWanted),
+        "" | "static" => match config.executable() {
+            Some(exe) => static_libpython(Path::new(exe)),
+            None => Err(Unusable::NoArchive),
+        },
         other => panic!("FERRICORN_LIBPYTHON must be `static` or `shared`, not `{other}`"),
     };
     match static_lib {
-        Some(lib) => {
+        Ok(lib) => {
             println!("cargo:rerun-if-changed={}", lib.archive());
             println!("cargo:rustc-link-search=native={}", lib.dir);
             // Every object, not only those ferricorn calls: extension modules
@@ -48,11 +50,12 @@ fn main() {
             println!("cargo:link=static");
             println!("cargo:rustc-link-arg={EXPORT_C_API}");
         }
-        None if wanted == "static" => panic!(
-            "FERRICORN_LIBPYTHON=static, but the build interpreter has no PIC static libpython \
-             (libpythonX.Y-pic.a, or libpythonX.Y.a of a --enable-shared build) in its LIBPL"
-        ),
-        None => {
+        Err(why) if wanted == "static" => panic!("FERRICORN_LIBPYTHON=static, but {why}"),
+        Err(why) => {
+            if let Unusable::MissingLib(..) = why {
+                // There is an archive, so linking it was expected: say why not.
+                println!("cargo:warning=linking the shared libpython: {why}");
+            }
             println!("cargo:link=shared");
             // Unit tests of this crate run Python too: give them the same RUNPATH as the binary.
             pyo3_build_config::add_libpython_rpath_link_args();
@@ -78,10 +81,36 @@ impl StaticLib {
     }
 }
 
+/// Why the static libpython is not linked.
+enum Unusable {
+    NotWanted,
+    NoArchive,
+    /// The archive needs a library the linker cannot find (e.g. Debian's needs
+    /// libexpat and zlib, whose `-dev` packages may be missing).
+    MissingLib(String, String),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::NotWanted => write!(f, "FERRICORN_LIBPYTHON=shared"),
+            Unusable::NoArchive => write!(
+                f,
+                "the build interpreter has no PIC static libpython (libpythonX.Y-pic.a, \
+                 or libpythonX.Y.a of a --enable-shared build) in its LIBPL"
+            ),
+            Unusable::MissingLib(archive, lib) => write!(
+                f,
+                "{archive} needs -l{lib}, which the C compiler cannot find (install its -dev package)"
+            ),
+        }
+    }
+}
+
 /// The build interpreter's static libpython, if it has one that can go into a
 /// position-independent executable: Debian's `-pic.a`, or the `.a` of a
 /// `--enable-shared` build (whose objects are all compiled with -fPIC).
-fn static_libpython(python: &Path) -> Option<StaticLib> {
+fn static_libpython(python: &Path) -> Result<StaticLib, Unusable> {
     const VARS: [&str; 6] = [
         "LIBPL",
         "LDVERSION",
@@ -92,14 +121,14 @@ fn static_libpython(python: &Path) -> Option<StaticLib> {
     ];
     let script =
         format!("import sysconfig\nfor v in {VARS:?}: print(sysconfig.get_config_var(v) or '')");
-    let out = Command::new(python).arg("-c").arg(script).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(out.stdout).ok()?;
+    let out = match Command::new(python).arg("-c").arg(script).output() {
+        Ok(out) if out.status.success() => out.stdout,
+        _ => return Err(Unusable::NoArchive),
+    };
+    let text = String::from_utf8_lossy(&out);
     let vars: Vec<&str> = text.lines().collect();
     let [libpl, ldversion, enable_shared, libs, syslibs, modlibs] = vars[..] else {
-        return None;
+        return Err(Unusable::NoArchive);
     };
     let pic = format!("python{ldversion}-pic");
     let plain = format!("python{ldversion}");
@@ -108,7 +137,7 @@ fn static_libpython(python: &Path) -> Option<StaticLib> {
     } else if enable_shared == "1" && Path::new(&format!("{libpl}/lib{plain}.a")).exists() {
         plain
     } else {
-        return None;
+        return Err(Unusable::NoArchive);
     };
     let mut deps: Vec<String> = Vec::new();
     for lib in [modlibs, libs, syslibs]
@@ -120,9 +149,26 @@ fn static_libpython(python: &Path) -> Option<StaticLib> {
             deps.push(lib.to_string());
         }
     }
-    Some(StaticLib {
+    let lib = StaticLib {
         dir: libpl.to_string(),
         name,
         deps,
+    };
+    match lib.deps.iter().find(|d| !linker_finds(d)) {
+        Some(missing) => Err(Unusable::MissingLib(lib.archive(), missing.clone())),
+        None => Ok(lib),
+    }
+}
+
+/// Whether the C compiler (the linker driver) finds `lib{name}.so` or `.a` on its
+/// search path: `-print-file-name` echoes the bare name back when it does not.
+fn linker_finds(name: &str) -> bool {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    ["so", "a"].iter().any(|ext| {
+        let file = format!("lib{name}.{ext}");
+        Command::new(&cc)
+            .arg(format!("-print-file-name={file}"))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() != file)
     })
 }

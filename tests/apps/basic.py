@@ -91,7 +91,8 @@ def native(environ, start_response):
     their files, and every libpython this process has mapped."""
     import importlib
 
-    files = {name: importlib.import_module(name).__file__ for name in environ["QUERY_STRING"].split(",")}
+    names = environ["QUERY_STRING"].split(",")
+    files = {name: getattr(importlib.import_module(name), "__file__", "built-in") for name in names}
     with open("/proc/self/maps") as maps:
         libpython = sorted({line.split()[-1] for line in maps if "libpython" in line})
     start_response("200 OK", [("Content-Type", "application/json")])
