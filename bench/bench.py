@@ -374,7 +374,7 @@ def measure_memory(server_name, app, preload, log):
         time.sleep(0.5)
         tree = s.tree()
         return {"pss": pss_mib(tree), "alone": alone_mib(tree), "master_rss": rss_mib(s.proc.pid),
-                "ready_s": ready}
+                "master_pss": pss_mib([s.proc.pid]), "ready_s": ready}
     finally:
         s.stop()
 
@@ -461,20 +461,21 @@ def main():
                 except Exception as e:
                     print(f"[bench] memory {c}: {e}", file=sys.stderr)
         lines += ["## memory and start-up", "",
-                  "Whole-tree PSS and the master's RSS, idle after a 1 s warm-up; \"alone\" counts each "
+                  "Whole-tree PSS and the master's RSS and PSS, idle after a 1 s warm-up; \"alone\" counts each "
                   "physical page of the tree once, as PSS would if nothing outside the tree (bench.py "
                   "included) shared its pages; start-up is exec to the first 200 (polled every 5 ms).", "",
-                  "| server | app | preload | PSS MiB | alone MiB | master RSS MiB | start-up s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| server | app | preload | PSS MiB | alone MiB | master RSS MiB | master PSS MiB | start-up s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in cases:
             ok = got[c]
             if not ok:
-                lines.append(f"| {c[0]} | {c[1]} | {'yes' if c[2] else 'no'} | failed | | | |")
+                lines.append(f"| {c[0]} | {c[1]} | {'yes' if c[2] else 'no'} | failed | | | | |")
                 continue
             alone = [m["alone"] for m in ok if m["alone"] is not None]
             alone = f"{med(alone):.1f}" if alone else "needs root"
             lines.append(f"| {c[0]} | {c[1]} | {'yes' if c[2] else 'no'} | {med([m['pss'] for m in ok]):.1f} | "
-                         f"{alone} | {med([m['master_rss'] for m in ok]):.1f} | {med([m['ready_s'] for m in ok]):.3f} |")
+                         f"{alone} | {med([m['master_rss'] for m in ok]):.1f} | "
+                         f"{med([m['master_pss'] for m in ok]):.1f} | {med([m['ready_s'] for m in ok]):.3f} |")
         lines.append("")
         write(args.out, lines)
     print("\n".join(lines))
