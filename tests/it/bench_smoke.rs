@@ -1,6 +1,7 @@
 //! bench/bench.py still runs and produces numbers (a 1 s run of hello world on
-//! ferricorn and gunicorn, with the test venv and this build). No timing is
-//! asserted: the benchmark measures, the tests check it can.
+//! ferricorn, on this build again as `ferricorn-b` (FERRICORN_B, for comparing two
+//! builds) and on gunicorn, with the test venv). No timing is asserted: the
+//! benchmark measures, the tests check it can.
 
 use std::process::Command;
 
@@ -14,11 +15,13 @@ fn a_one_second_bench_run_produces_a_table_with_numbers() {
     let run = Command::new(venv.join("bin").join("python"))
         .arg(repo_dir().join("bench").join("bench.py"))
         .args(["--duration", "1", "--rounds", "1"])
-        .args(["--workloads", "hello", "--servers", "ferricorn,gunicorn"])
+        .args(["--workloads", "hello"])
+        .args(["--servers", "ferricorn,ferricorn-b,gunicorn"])
         .arg("--out")
         .arg(&out)
         .env("BENCH_VENV", &venv)
         .env("FERRICORN_BIN", env!("CARGO_BIN_EXE_ferricorn"))
+        .env("FERRICORN_B", env!("CARGO_BIN_EXE_ferricorn"))
         .output()
         .expect("bench.py runs");
     assert!(
@@ -28,7 +31,7 @@ fn a_one_second_bench_run_produces_a_table_with_numbers() {
         String::from_utf8_lossy(&run.stderr)
     );
     let table = std::fs::read_to_string(&out).unwrap();
-    for server in ["ferricorn", "gunicorn"] {
+    for server in ["ferricorn", "ferricorn-b", "gunicorn"] {
         let row = table
             .lines()
             .find(|l| l.starts_with(&format!("| {server} |")))
