@@ -5,7 +5,7 @@
 //! Why static: a shared libpython built without `-fno-semantic-interposition`
 //! (pyenv's, python.org's default) calls its own exported functions through the
 //! PLT and reads its own globals through the GOT. Linked into the executable, those
-//! become direct calls and loads: a Flask request costs ~10 % less CPU (docs/benchmarks.md).
+//! become direct calls and loads: a Flask request costs 7–9 % less CPU (docs/design.md).
 //! `FERRICORN_LIBPYTHON=shared` keeps the shared library; `static` insists.
 use std::path::Path;
 use std::process::Command;
