@@ -25,6 +25,11 @@ fn main() {
     if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=FERRICORN_BUILD_PYTHON={exe}");
     }
+    println!(
+        "cargo:rustc-env=FERRICORN_PYTHON_VERSION={}.{}",
+        config.version().major,
+        config.version().minor
+    );
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }
 

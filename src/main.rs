@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     if table_only {
         args.remove(1);
     }
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse_cli(args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
@@ -76,6 +76,24 @@ fn main() -> ExitCode {
         std::env::set_var(k, v);
     }
     exit_with(serve(&config))
+}
+
+/// `--version`: which CPython is inside and how, for bug reports.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (CPython ",
+    env!("FERRICORN_PYTHON_VERSION"),
+    ", ",
+    env!("FERRICORN_LIBPYTHON"),
+    " libpython; built with ",
+    env!("FERRICORN_BUILD_PYTHON"),
+    ")"
+);
+
+fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut matches = Cli::command().version(VERSION).try_get_matches_from(args)?;
+    Cli::from_arg_matches_mut(&mut matches)
 }
 
 /// CPython's fork protocol around each fork, when the master runs Python (--preload).

@@ -206,3 +206,23 @@ fn extension_modules_load_against_the_libpython_the_build_linked() {
         ),
     }
 }
+
+#[test]
+fn version_names_the_cpython_inside_and_how_it_is_linked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferricorn"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (version, _) = build_python_facts();
+    let minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert_eq!(
+        text.trim(),
+        format!(
+            "ferricorn {} (CPython {minor}, {} libpython; built with {BUILD_PYTHON})",
+            env!("CARGO_PKG_VERSION"),
+            env!("FERRICORN_LIBPYTHON")
+        )
+    );
+}
