@@ -1,17 +1,13 @@
-//! Give the `ferricorn` binary what its embedded CPython needs at run time: with a
-//! static libpython (see crates/wsgi/build.rs), the C API exported to extension
-//! modules; with a shared one, a RUNPATH to the libpython it was built against
-//! (without it the loader may pick another libpython of the same soname, Debian's
-//! /usr/lib one, with another stdlib, and nothing warns).
+//! Give the `ferricorn` binary what its embedded CPython needs at run time, as
+//! crates/wsgi/build.rs (which owns every fact about the build interpreter) says
+//! through its `links` metadata: with a static libpython, the C API exported to
+//! extension modules; with a shared one, a RUNPATH to it.
 fn main() {
-    let link = std::env::var("DEP_FERRICORN_PYTHON_LINK").unwrap_or_default();
-    if link == "static" {
-        // Every symbol of libpython's API starts with `Py` or `_Py`.
-        println!(
-            "cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=Py*,--export-dynamic-symbol=_Py*"
-        );
-    } else {
-        pyo3_build_config::add_libpython_rpath_link_args();
+    let python =
+        |key: &str| std::env::var(format!("DEP_FERRICORN_PYTHON_{key}")).unwrap_or_default();
+    let link_arg = python("BIN_LINK_ARG");
+    if !link_arg.is_empty() {
+        println!("cargo:rustc-link-arg-bins={link_arg}");
     }
     // Relative relocations packed (DT_RELR) instead of 24-byte RELA records: a static
     // libpython brings some 38,000 of them, 0.9 MB that the loader reads at start and
@@ -19,18 +15,15 @@ fn main() {
     if glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
-    // Integration tests read these: the interpreter to make venvs of, and how it is linked.
-    println!("cargo:rustc-env=FERRICORN_LIBPYTHON={link}");
-    let config = pyo3_build_config::get();
-    if let Some(exe) = config.executable() {
-        println!("cargo:rustc-env=FERRICORN_BUILD_PYTHON={exe}");
+    // For `--version`, and for the integration tests: the interpreter to make venvs
+    // of, and how it is linked.
+    for (key, var) in [
+        ("LINK", "FERRICORN_LIBPYTHON"),
+        ("BUILD_PYTHON", "FERRICORN_BUILD_PYTHON"),
+        ("PYTHON_VERSION", "FERRICORN_PYTHON_VERSION"),
+    ] {
+        println!("cargo:rustc-env={var}={}", python(key));
     }
-    println!(
-        "cargo:rustc-env=FERRICORN_PYTHON_VERSION={}.{}",
-        config.version().major,
-        config.version().minor
-    );
-    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }
 
 /// Whether this machine's glibc (the one the binary links against) is at least

@@ -12,14 +12,14 @@ use std::process::Command;
 
 fn main() {
     let config = pyo3_build_config::get();
+    let version = format!("{}.{}", config.version().major, config.version().minor);
+    // For this crate, and (as DEP_FERRICORN_PYTHON_*) for the binary's build script.
     if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=FERRICORN_BUILD_PYTHON={exe}");
+        println!("cargo:build_python={exe}");
     }
-    println!(
-        "cargo:rustc-env=FERRICORN_PYTHON_VERSION={}.{}",
-        config.version().major,
-        config.version().minor
-    );
+    println!("cargo:rustc-env=FERRICORN_PYTHON_VERSION={version}");
+    println!("cargo:python_version={version}");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=FERRICORN_LIBPYTHON");
     println!("cargo:rerun-if-env-changed=CC");
@@ -46,9 +46,9 @@ fn main() {
             for dep in &lib.deps {
                 println!("cargo:rustc-link-lib={dep}");
             }
-            // Dependent build scripts (the binary's) read this as DEP_FERRICORN_PYTHON_LINK.
             println!("cargo:link=static");
             println!("cargo:rustc-link-arg={EXPORT_C_API}");
+            println!("cargo:bin_link_arg={EXPORT_C_API}");
         }
         Err(why) if wanted == "static" => panic!("FERRICORN_LIBPYTHON=static, but {why}"),
         Err(why) => {
@@ -57,8 +57,14 @@ fn main() {
                 println!("cargo:warning=linking the shared libpython: {why}");
             }
             println!("cargo:link=shared");
-            // Unit tests of this crate run Python too: give them the same RUNPATH as the binary.
-            pyo3_build_config::add_libpython_rpath_link_args();
+            // A RUNPATH to the build interpreter's libpython, for this crate's unit
+            // tests (they run Python too) and for the binary: without it the loader
+            // may pick another libpython of the same soname (Debian's /usr/lib one),
+            // with another stdlib, and nothing warns.
+            if let Some(dir) = config.lib_dir() {
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+                println!("cargo:bin_link_arg=-Wl,-rpath,{dir}");
+            }
         }
     }
 }
