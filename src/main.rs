@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ferricorn_config::{Cli, Config, ProcessEnv};
 use ferricorn_signals::{exit_code, exit_with, Exit};
 use log::{error, info};
@@ -380,7 +379,7 @@ fn serve(config: &Config) -> Exit {
     let mut reload = || -> Result<Config, String> {
         let here = std::env::current_dir().map_err(|e| e.to_string())?;
         std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
-        let result = Cli::try_parse_from(&args)
+        let result = parse_cli(args.clone())
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
             .and_then(|cli| Config::resolve(cli, &process_env()).map_err(|e| e.to_string()));
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
