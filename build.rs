@@ -1,7 +1,7 @@
 //! Give the `ferricorn` binary what its embedded CPython needs at run time, as
 //! crates/wsgi/build.rs (which owns every fact about the build interpreter) says
 //! through its `links` metadata: with a static libpython, the C API exported to
-//! extension modules; with a shared one, a RUNPATH to it.
+//! extension modules and a fixed-address link; with a shared one, a RUNPATH to it.
 fn main() {
     let python =
         |key: &str| std::env::var(format!("DEP_FERRICORN_PYTHON_{key}")).unwrap_or_default();
@@ -9,6 +9,19 @@ fn main() {
     if !link_arg.is_empty() {
         println!("cargo:rustc-link-arg-bins={link_arg}");
     }
+    // With libpython inside, a position-independent executable has the loader relocate
+    // libpython's 1.1 MiB of pointer-holding data at every start: pages then private to
+    // the master, which runs no Python, and copied again by every worker. Linked at a
+    // fixed address (as Debian links its own python3), those pages stay clean, shared
+    // file pages until a worker writes one. FERRICORN_PIE=1 keeps the executable
+    // position-independent (its image randomised with the rest) at that price.
+    println!("cargo:rerun-if-env-changed=FERRICORN_PIE");
+    let fixed_address = python("LINK") == "static" && !pie_wanted();
+    if fixed_address {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
+    let image = if fixed_address { "fixed" } else { "pie" };
+    println!("cargo:rustc-env=FERRICORN_EXECUTABLE={image}");
     // Relative relocations packed (DT_RELR) instead of 24-byte RELA records: a static
     // libpython brings some 38,000 of them, 0.9 MB that the loader reads at start and
     // the master keeps resident ever after. glibc applies DT_RELR from 2.36 on.
@@ -23,6 +36,16 @@ fn main() {
         ("PYTHON_VERSION", "FERRICORN_PYTHON_VERSION"),
     ] {
         println!("cargo:rustc-env={var}={}", python(key));
+    }
+}
+
+/// FERRICORN_PIE: `1` keeps a position-independent executable, `0` or unset links
+/// one with static libpython at a fixed address; anything else is a build error.
+fn pie_wanted() -> bool {
+    match std::env::var("FERRICORN_PIE").unwrap_or_default().as_str() {
+        "" | "0" => false,
+        "1" => true,
+        other => panic!("FERRICORN_PIE must be `0` or `1`, not `{other}`"),
     }
 }
 
