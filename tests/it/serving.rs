@@ -296,6 +296,86 @@ fn environ_follows_pep_3333() {
 }
 
 #[test]
+fn environ_values_are_each_requests_own() {
+    // A worker reuses the text of values that repeat from one request to the
+    // next; each environ must still hold exactly what its own request sent.
+    let server = ServerBuilder::new("basic:app").workers(1).start();
+    let mut c = Client::connect(server.addr()).unwrap();
+    let mut env_of = |raw: &str| {
+        c.send(raw.as_bytes()).unwrap();
+        c.read_response(false).unwrap().text()
+    };
+    let first = env_of(
+        "GET /env?x=1 HTTP/1.1\r\nHost: a.example:81\r\nX-Custom: one\r\nCookie: a=1\r\n\r\n",
+    );
+    let second = env_of("GET /env?x=1 HTTP/1.1\r\nHost: a.example:81\r\nX-Custom: one\r\nX-Custom: two\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n");
+    let third = env_of(
+        "POST /env?y=2 HTTP/1.1\r\nHost: b.example\r\nX-Custom: three\r\nContent-Length: 0\r\n\r\n",
+    );
+    let fourth = env_of("GET /e%6ev HTTP/1.1\r\nHost: b.example\r\n\r\n");
+    for (text, wants, absent) in [
+        (
+            &first,
+            &[
+                "\"HTTP_X_CUSTOM\": \"one\"",
+                "\"HTTP_COOKIE\": \"a=1\"",
+                "\"SERVER_NAME\": \"a.example\"",
+                "\"SERVER_PORT\": \"81\"",
+                "\"QUERY_STRING\": \"x=1\"",
+            ][..],
+            &[][..],
+        ),
+        (
+            &second,
+            &[
+                "\"HTTP_X_CUSTOM\": \"one,two\"",
+                "\"HTTP_COOKIE\": \"a=1; b=2\"",
+                "\"REQUEST_METHOD\": \"GET\"",
+            ],
+            &[],
+        ),
+        (
+            &third,
+            &[
+                "\"HTTP_X_CUSTOM\": \"three\"",
+                "\"REQUEST_METHOD\": \"POST\"",
+                "\"QUERY_STRING\": \"y=2\"",
+                "\"SERVER_NAME\": \"b.example\"",
+                "\"SERVER_PORT\": \"80\"",
+                "\"RAW_URI\": \"/env?y=2\"",
+            ],
+            &["HTTP_COOKIE"],
+        ),
+        (
+            &fourth,
+            &[
+                "\"PATH_INFO\": \"/env\"",
+                "\"RAW_URI\": \"/e%6ev\"",
+                "\"QUERY_STRING\": \"\"",
+            ],
+            &["HTTP_X_CUSTOM", "HTTP_COOKIE"],
+        ),
+    ] {
+        for want in wants {
+            assert!(text.contains(want), "missing {want} in {text}");
+        }
+        for key in absent {
+            assert!(!text.contains(key), "{key} left over in {text}");
+        }
+    }
+    // Another connection, with its own client port.
+    for _ in 0..2 {
+        let mut other = Client::connect(server.addr()).unwrap();
+        let port = other.stream.local_addr().unwrap().port();
+        let text = other.get("/env").unwrap().text();
+        assert!(
+            text.contains(&format!("\"REMOTE_PORT\": \"{port}\"")),
+            "{port}: {text}"
+        );
+    }
+}
+
+#[test]
 fn ipv6_and_several_binds() {
     let server = ServerBuilder::new("basic:app")
         .args(&["-b", "[::1]:0", "-b", "127.0.0.1:0"])

@@ -2,7 +2,10 @@
 //!
 //! Constant entries live in a base dict that is copied per request; header keys
 //! (`HTTP_USER_AGENT`, …) are made once and reused, since building key strings is
-//! a measurable share of a fast server's time per request.
+//! a measurable share of a fast server's time per request. So are values that
+//! repeat from one request to the next (a keep-alive client sends the same Host,
+//! User-Agent and Accept each time): `str` is immutable, so one object can serve
+//! every environ that holds those bytes.
 
 use std::collections::HashMap;
 
@@ -14,12 +17,67 @@ use crate::input::Input;
 
 /// At most this many distinct header keys are cached (clients choose header names).
 const MAX_CACHED_KEYS: usize = 512;
+/// Values longer than this (cookies, tokens) are not kept for reuse: they rarely
+/// repeat, and the cache's memory stays under 512 × 256 bytes of copies.
+const MAX_REUSED_LEN: usize = 256;
+/// Slots of the REMOTE_PORT cache: one per recent connection, by port.
+const PORT_SLOTS: usize = 64;
 
 pub struct Environ {
     multiprocess: bool,
     base: Py<PyDict>,
-    keys: HashMap<Vec<u8>, Py<PyString>>,
+    keys: HashMap<Vec<u8>, HeaderKey>,
     scratch: Vec<u8>,
+    /// Numbers the requests, so a header key knows whether this request set it.
+    request: u64,
+    method: LastText,
+    path: LastText,
+    query: LastText,
+    raw_uri: LastText,
+    remote_addr: LastText,
+    remote_ports: Vec<LastText>,
+    server_name: LastText,
+    server_port: LastText,
+}
+
+/// An environ key made from a header name, and the last value it was given.
+struct HeaderKey {
+    key: Py<PyString>,
+    value: LastText,
+    /// The `request` that last set it: a second header of the same name in one
+    /// request is joined to the first.
+    set_by: u64,
+}
+
+/// The text made from some bytes last time, handed out again while the bytes
+/// are the same.
+#[derive(Default)]
+struct LastText {
+    bytes: Vec<u8>,
+    text: Option<Py<PyString>>,
+}
+
+impl LastText {
+    /// The text of `bytes`: the last one if they repeat, else `make(bytes)`.
+    fn get<'py>(
+        &mut self,
+        py: Python<'py>,
+        bytes: &[u8],
+        make: impl FnOnce(Python<'py>, &[u8]) -> PyResult<Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        if let Some(text) = &self.text {
+            if self.bytes == bytes {
+                return Ok(text.bind(py).clone());
+            }
+        }
+        let text = make(py, bytes)?;
+        if bytes.len() <= MAX_REUSED_LEN {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(bytes);
+            self.text = Some(text.clone().unbind());
+        }
+        Ok(text)
+    }
 }
 
 impl Environ {
@@ -58,6 +116,15 @@ impl Environ {
             base: base.unbind(),
             keys: HashMap::new(),
             scratch: Vec::with_capacity(64),
+            request: 0,
+            method: LastText::default(),
+            path: LastText::default(),
+            query: LastText::default(),
+            raw_uri: LastText::default(),
+            remote_addr: LastText::default(),
+            remote_ports: (0..PORT_SLOTS).map(|_| LastText::default()).collect(),
+            server_name: LastText::default(),
+            server_port: LastText::default(),
         })
     }
 
@@ -80,15 +147,19 @@ impl Environ {
         py: Python<'py>,
         req: &Request<'_>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        self.request += 1;
         let env = self.base.bind(py).copy()?;
         let (path, query) = split_target(req.target);
-        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), latin1(py, req.method)?)?;
-        env.set_item(
-            pyo3::intern!(py, "PATH_INFO"),
-            latin1(py, &percent_decode(path))?,
-        )?;
-        env.set_item(pyo3::intern!(py, "QUERY_STRING"), latin1(py, query)?)?;
-        env.set_item(pyo3::intern!(py, "RAW_URI"), latin1(py, req.target)?)?;
+        let method = self.method.get(py, req.method, latin1)?;
+        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), method)?;
+        let path = self
+            .path
+            .get(py, path, |py, path| latin1(py, &percent_decode(path)))?;
+        env.set_item(pyo3::intern!(py, "PATH_INFO"), path)?;
+        let query = self.query.get(py, query, latin1)?;
+        env.set_item(pyo3::intern!(py, "QUERY_STRING"), query)?;
+        let raw_uri = self.raw_uri.get(py, req.target, latin1)?;
+        env.set_item(pyo3::intern!(py, "RAW_URI"), raw_uri)?;
         env.set_item(
             pyo3::intern!(py, "SERVER_PROTOCOL"),
             if req.minor_version == 0 {
@@ -101,15 +172,15 @@ impl Environ {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), req.url_scheme)?;
         }
         let mut digits = [0u8; 40];
-        env.set_item(
-            pyo3::intern!(py, "REMOTE_ADDR"),
-            PyString::new(py, ip_text(req.peer.ip(), &mut digits)),
-        )?;
+        let addr = ip_text(req.peer.ip(), &mut digits).as_bytes();
+        let addr = self.remote_addr.get(py, addr, latin1)?;
+        env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), addr)?;
         let mut port = itoa::Buffer::new();
-        env.set_item(
-            pyo3::intern!(py, "REMOTE_PORT"),
-            PyString::new(py, port.format(req.peer.port())),
-        )?;
+        let peer_port = req.peer.port();
+        let port_text = port.format(peer_port).as_bytes();
+        let port_text =
+            self.remote_ports[usize::from(peer_port) % PORT_SLOTS].get(py, port_text, latin1)?;
+        env.set_item(pyo3::intern!(py, "REMOTE_PORT"), port_text)?;
 
         let mut host = None;
         for &(name, value) in req.headers {
@@ -121,29 +192,15 @@ impl Environ {
             if name.eq_ignore_ascii_case(b"host") {
                 host = Some(value);
             }
-            let key = self.key(py, name);
-            let value = latin1(py, value)?;
-            match env.get_item(&key)? {
-                Some(prev) => {
-                    let sep = if name.eq_ignore_ascii_case(b"cookie") {
-                        "; "
-                    } else {
-                        ","
-                    };
-                    let joined = format!(
-                        "{}{sep}{}",
-                        prev.cast::<PyString>()?.to_cow()?,
-                        value.to_cow()?
-                    );
-                    env.set_item(key, joined)?;
-                }
-                None => env.set_item(key, value)?,
-            }
+            self.set_header(py, &env, name, value)?;
         }
         let (server_name, server_port) = match host.filter(|h| !h.is_empty()) {
             Some(h) => {
                 let (name, port) = split_host(h);
-                (latin1(py, name)?, latin1(py, port)?)
+                (
+                    self.server_name.get(py, name, latin1)?,
+                    self.server_port.get(py, port, latin1)?,
+                )
             }
             None => (
                 PyString::new(py, ip_text(req.local.ip(), &mut digits)),
@@ -159,33 +216,80 @@ impl Environ {
         Ok(env)
     }
 
-    fn key<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+    /// Put one request header into `env`, joined to an earlier one of the same
+    /// name in this request (RFC 9110 §5.3; cookies with `; `, RFC 6265 §5.4).
+    fn set_header(
+        &mut self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        name: &[u8],
+        value: &[u8],
+    ) -> PyResult<()> {
         self.scratch.clear();
         self.scratch.extend(name.iter().map(u8::to_ascii_lowercase));
-        if let Some(k) = self.keys.get(&self.scratch) {
-            return k.bind(py).clone();
-        }
-        let key = match self.scratch.as_slice() {
-            b"content-type" => "CONTENT_TYPE".to_string(),
-            b"content-length" => "CONTENT_LENGTH".to_string(),
-            other => {
-                let mut k = String::with_capacity(5 + other.len());
-                k.push_str("HTTP_");
-                k.extend(other.iter().map(|&b| {
-                    if b == b'-' {
-                        '_'
-                    } else {
-                        b.to_ascii_uppercase() as char
-                    }
-                }));
-                k
+        let found = self.keys.get_mut(&self.scratch).map(|entry| {
+            let repeated = entry.set_by == self.request;
+            entry.set_by = self.request;
+            (
+                entry.key.bind(py).clone(),
+                entry.value.get(py, value, latin1),
+                repeated,
+            )
+        });
+        let (key, text, repeated) = match found {
+            Some((key, text, repeated)) => (key, text?, repeated),
+            None if self.keys.len() < MAX_CACHED_KEYS => {
+                let key = PyString::intern(py, &environ_key(&self.scratch));
+                let mut entry = HeaderKey {
+                    key: key.clone().unbind(),
+                    value: LastText::default(),
+                    set_by: self.request,
+                };
+                let text = entry.value.get(py, value, latin1)?;
+                self.keys.insert(self.scratch.clone(), entry);
+                (key, text, false)
+            }
+            None => {
+                // Past the cache's bound: made afresh, and asked of the dict.
+                let key = PyString::new(py, &environ_key(&self.scratch));
+                let repeated = env.contains(&key)?;
+                (key, latin1(py, value)?, repeated)
             }
         };
-        let key = PyString::intern(py, &key);
-        if self.keys.len() < MAX_CACHED_KEYS {
-            self.keys.insert(self.scratch.clone(), key.clone().unbind());
+        if !repeated {
+            return env.set_item(key, text);
         }
-        key
+        let sep = if self.scratch == b"cookie" { "; " } else { "," };
+        let joined = match env.get_item(&key)? {
+            Some(prev) => format!(
+                "{}{sep}{}",
+                prev.cast::<PyString>()?.to_cow()?,
+                text.to_cow()?
+            ),
+            None => text.to_cow()?.into_owned(),
+        };
+        env.set_item(key, joined)
+    }
+}
+
+/// The environ key of a lower-cased header name: `CONTENT_TYPE`,
+/// `CONTENT_LENGTH`, else `HTTP_` and the name upper-cased with `-` as `_`.
+fn environ_key(lower_name: &[u8]) -> String {
+    match lower_name {
+        b"content-type" => "CONTENT_TYPE".to_string(),
+        b"content-length" => "CONTENT_LENGTH".to_string(),
+        other => {
+            let mut k = String::with_capacity(5 + other.len());
+            k.push_str("HTTP_");
+            k.extend(other.iter().map(|&b| {
+                if b == b'-' {
+                    '_'
+                } else {
+                    b.to_ascii_uppercase() as char
+                }
+            }));
+            k
+        }
     }
 }
 
@@ -278,7 +382,6 @@ fn percent_decode(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// SERVER_NAME and SERVER_PORT from the Host header, else the listening address.
 /// SERVER_NAME and SERVER_PORT from a Host header (`name`, `name:port`,
 /// `[v6]:port`); the port is 80 when the header names none.
 fn split_host(host: &[u8]) -> (&[u8], &[u8]) {
