@@ -495,6 +495,19 @@ def keep_start_response(environ, start_response):
 
 ROUTES["/keep-start-response"] = keep_start_response
 
+KEPT_WRITES = []
+
+
+def keep_write(environ, start_response):
+    """Keep only the write() start_response returns; say whether its owner was seen."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    reused = any(w.__self__ is write.__self__ for w in KEPT_WRITES)
+    KEPT_WRITES.append(write)
+    return [b"reused" if reused else b"fresh"]
+
+
+ROUTES["/keep-write"] = keep_write
+
 
 def thread_id(environ, start_response):
     """Which thread of the worker serves this connection (with --threads)."""

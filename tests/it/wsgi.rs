@@ -160,4 +160,9 @@ fn a_start_response_the_app_keeps_is_never_handed_to_another_request() {
         assert_eq!(c.get("/").unwrap().status, 200);
         assert_eq!(c.get("/keep-start-response").unwrap().text(), "fresh");
     }
+    // Nor is one whose write() the app keeps.
+    for _ in 0..3 {
+        assert_eq!(c.get("/").unwrap().status, 200);
+        assert_eq!(c.get("/keep-write").unwrap().text(), "fresh");
+    }
 }

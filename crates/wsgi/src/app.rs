@@ -9,7 +9,7 @@ use crate::environ::Environ;
 use crate::hooks::Hooks;
 use crate::input::Body;
 use crate::loader::{self, AppLoadError};
-use crate::start_response::StartResponse;
+use crate::start_response::{Reused, StartResponse};
 
 /// One parsed request, borrowed from the worker's buffers.
 pub struct Request<'a> {
@@ -96,9 +96,8 @@ pub struct App {
     /// gunicorn.conf.py hooks, when it defines pre_request or post_request.
     hooks: Option<Hooks>,
     request_hooks: bool,
-    /// The start_response of the last request, reused when nothing else holds it
-    /// (a new Python object per request shows in profiles).
-    start: Option<Py<StartResponse>>,
+    /// The start_response of the last request, reused when nothing else holds it.
+    start: Option<Reused>,
 }
 
 impl App {
@@ -206,7 +205,7 @@ impl App {
         req: &Request<'_>,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, CallError> {
-        let start = match self.start_response(py) {
+        let (start, start_response) = match Reused::next(&mut self.start, py) {
             Ok(s) => s,
             Err(e) => return Err(self.app_error(py, e, false)),
         };
@@ -226,7 +225,7 @@ impl App {
         let result = match self
             .callable
             .bind(py)
-            .call1((environ.clone(), start.clone()))
+            .call1((environ.clone(), start_response))
         {
             Ok(r) => r,
             Err(e) => return Err(self.app_error(py, e, false)),
@@ -341,22 +340,6 @@ impl App {
 
     /// A start_response for this request: last request's when only this App
     /// still refers to it (an app that kept it gets to keep it unchanged).
-    fn start_response<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, StartResponse>> {
-        if let Some(s) = &self.start {
-            // Deprecated in favour of an unsafe ffi call; this read is all we need.
-            #[allow(deprecated)]
-            let only_ours = s.get_refcnt(py) == 1;
-            if only_ours {
-                let s = s.bind(py).clone();
-                s.borrow_mut().reset();
-                return Ok(s);
-            }
-        }
-        let s = Bound::new(py, StartResponse::default())?;
-        self.start = Some(s.clone().unbind());
-        Ok(s)
-    }
-
     /// wsgi.file_wrapper over a regular file, when sendfile(2) may be used:
     /// `Ok(true)` when the sink sends the file.
     fn send_file(

@@ -6,7 +6,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 /// Hop-by-hop headers belong to the server (RFC 9110 §7.6.1); an app must not set
 /// them (PEP 3333): a 500 names the header. `Connection: close` from the app is
@@ -39,6 +39,64 @@ pub struct StartResponse {
     pub headers_sent: bool,
     /// Data given to the legacy `write()` callable, sent before the iterable's.
     pub written: Vec<u8>,
+    /// This object's bound `write`, which start_response returns: made once. It
+    /// refers back to the object; `Reused::next` breaks that cycle when it lets
+    /// the object go.
+    write: Option<Py<PyAny>>,
+}
+
+/// A start_response kept from one request to the next, while the app keeps
+/// nothing of it: a new object and two bound methods per request show in
+/// profiles.
+pub struct Reused {
+    object: Py<StartResponse>,
+    /// The bound `start_response` method the app is called with.
+    call: Py<PyAny>,
+}
+
+impl Reused {
+    /// The start_response for the next request, and the callable to give the app:
+    /// the last one, reset, when nothing but itself refers to it any more.
+    pub fn next<'py>(
+        slot: &mut Option<Reused>,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, StartResponse>, Bound<'py, PyAny>)> {
+        if let Some(last) = slot.take() {
+            let object = last.object.into_bound(py);
+            let call = last.call.into_bound(py);
+            // Held by `last`, by `call` and by `write` (each bound to it), and by
+            // nothing else; each method by the object alone.
+            #[allow(deprecated)] // The replacement is an unsafe ffi call; this read is all we need.
+            let only_ours = object.get_refcnt() == 3
+                && call.get_refcnt() == 1
+                && object
+                    .borrow()
+                    .write
+                    .as_ref()
+                    .is_some_and(|w| w.get_refcnt(py) == 1);
+            if only_ours {
+                object.borrow_mut().reset();
+                *slot = Some(Reused {
+                    object: object.clone().unbind(),
+                    call: call.clone().unbind(),
+                });
+                return Ok((object, call));
+            }
+            // The app kept some of it: let it go, without the cycle.
+            if let Ok(mut kept) = object.try_borrow_mut() {
+                kept.write = None;
+            }
+        }
+        let object = Bound::new(py, StartResponse::default())?;
+        let write = object.getattr(pyo3::intern!(py, "write"))?;
+        object.borrow_mut().write = Some(write.unbind());
+        let call = object.getattr(pyo3::intern!(py, "start_response"))?;
+        *slot = Some(Reused {
+            object: object.clone().unbind(),
+            call: call.clone().unbind(),
+        });
+        Ok((object, call))
+    }
 }
 
 impl StartResponse {
@@ -60,8 +118,9 @@ impl StartResponse {
 
 #[pymethods]
 impl StartResponse {
+    /// Given to the app as a bound method (a vectorcall: no argument tuple).
     #[pyo3(signature = (status, response_headers, exc_info=None))]
-    fn __call__<'py>(
+    fn start_response<'py>(
         slf: Bound<'py, Self>,
         status: &Bound<'py, PyAny>,
         response_headers: &Bound<'py, PyAny>,
@@ -112,6 +171,9 @@ impl StartResponse {
             this.spare_status = old;
         }
         this.close = close;
+        if let Some(write) = &this.write {
+            return Ok(write.bind(slf.py()).clone());
+        }
         drop(this);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
     }
@@ -138,9 +200,20 @@ fn read_headers(
     response_headers: &Bound<'_, PyAny>,
     out: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> PyResult<(usize, bool)> {
+    // A list (nearly always) is read in place, without an iterator object.
+    if let Ok(list) = response_headers.cast::<PyList>() {
+        return read_header_items(list.iter().map(Ok), out);
+    }
+    read_header_items(response_headers.try_iter()?, out)
+}
+
+fn read_header_items<'py>(
+    items: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> PyResult<(usize, bool)> {
     let mut count = 0;
     let mut close = false;
-    for item in response_headers.try_iter()? {
+    for item in items {
         let item = item?;
         let pair = item.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err("each response header must be a (name, value) tuple of str")
