@@ -284,7 +284,8 @@ def filelike(environ, start_response):
 def big(environ, start_response):
     """16 MiB of a known pattern, more than a socket holds: as one bytes object
     (default), through wsgi.file_wrapper (?file), or without a Content-Length
-    from a generator of large and small pieces, chunked (?chunked)."""
+    from a generator of large and small pieces, chunked (?chunked), or as a list
+    of those pieces (?list)."""
     import tempfile
 
     kind = environ["QUERY_STRING"]
@@ -302,15 +303,19 @@ def big(environ, start_response):
             with open(path, "wb") as f:
                 f.write(data)
         return environ["wsgi.file_wrapper"](open(path, "rb"))
+    if kind == "list":
+        return [data[a:b] for a, b in zip(BIG_CUTS, BIG_CUTS[1:])]
     return [data]
+
+
+BIG_CUTS = [0, 10, 5 << 20, (5 << 20) + 10, 9 << 20, (9 << 20) + 100, 16 << 20]
 
 
 def big_pieces(data):
     """Pieces of `data`, large and small; says on stderr how the generator ended."""
-    cuts = [0, 10, 5 << 20, (5 << 20) + 10, 9 << 20, (9 << 20) + 100, len(data)]
     done = False
     try:
-        for a, b in zip(cuts, cuts[1:]):
+        for a, b in zip(BIG_CUTS, BIG_CUTS[1:]):
             yield data[a:b]
         done = True
     finally:
@@ -507,6 +512,22 @@ def keep_write(environ, start_response):
 
 
 ROUTES["/keep-write"] = keep_write
+
+KEPT_INPUTS = []
+
+
+def keep_input(environ, start_response):
+    """Keep wsgi.input unread; answer whether this one was kept before, and the
+    body the one kept last time still reads."""
+    body = environ["wsgi.input"]
+    reused = any(k is body for k in KEPT_INPUTS)
+    earlier = KEPT_INPUTS[-1].read() if KEPT_INPUTS else b"-"
+    KEPT_INPUTS.append(body)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"reused " if reused else b"fresh ", earlier]
+
+
+ROUTES["/keep-input"] = keep_input
 
 
 def thread_id(environ, start_response):

@@ -170,7 +170,7 @@ fn a_client_slow_to_read_a_large_response_does_not_hold_up_the_worker() {
         .start();
     let size = 16 << 20;
     let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    for kind in ["bytes", "file", "chunked"] {
+    for kind in ["bytes", "file", "chunked", "list"] {
         // 16 MiB is far more than the socket buffers hold while the client reads nothing.
         let mut slow = Client::connect(server.addr()).unwrap();
         slow.send(format!("GET /big?{kind} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())

@@ -152,13 +152,27 @@ fn file_wrapper_sends_regular_files_with_offsets_and_limits_and_iterates_the_res
 }
 
 #[test]
-fn a_start_response_the_app_keeps_is_never_handed_to_another_request() {
+fn what_the_app_keeps_of_a_request_is_never_handed_to_another() {
     let server = ServerBuilder::new("basic:app").start();
     let mut c = Client::connect(server.addr()).unwrap();
     for _ in 0..3 {
         // Requests in between, whose start_response may be recycled.
         assert_eq!(c.get("/").unwrap().status, 200);
         assert_eq!(c.get("/keep-start-response").unwrap().text(), "fresh");
+    }
+    // A wsgi.input the app keeps still reads its own request's body.
+    for (body, answer) in [
+        ("one", "fresh -"),
+        ("two", "fresh one"),
+        ("three", "fresh two"),
+    ] {
+        assert_eq!(c.get("/").unwrap().status, 200);
+        let raw = format!(
+            "POST /keep-input HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        c.send(raw.as_bytes()).unwrap();
+        assert_eq!(c.read_response(false).unwrap().text(), answer);
     }
     // Nor is one whose write() the app keeps.
     for _ in 0..3 {

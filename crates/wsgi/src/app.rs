@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyIterator};
+use pyo3::types::{PyBytes, PyDict, PyIterator, PyList};
 
 use crate::environ::Environ;
 use crate::hooks::Hooks;
@@ -233,11 +233,20 @@ impl App {
         // Ok(Some(iter)): paused, with `iter` to go on with.
         let outcome = match self.send_file(py, &result, &start, sink) {
             Ok(true) => Ok(None),
-            Ok(false) => match result.try_iter() {
-                Ok(iter) => self
-                    .send_items(py, &iter, &start, sink)
-                    .map(|paused| paused.then_some(iter)),
-                Err(e) => Err(self.app_error(py, e, false)),
+            // A list (what most apps return) is read in place, without an
+            // iterator object; one is made only if the response pauses.
+            Ok(false) => match result.cast_exact::<PyList>() {
+                Ok(list) => match self.send_items(py, list.iter().map(Ok), &start, sink) {
+                    Ok(Some(taken)) => self.list_iter_after(py, list, taken).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Err(_) => match result.try_iter() {
+                    Ok(iter) => self
+                        .send_items(py, iter.clone(), &start, sink)
+                        .map(|paused| paused.map(|_| iter)),
+                    Err(e) => Err(self.app_error(py, e, false)),
+                },
             },
             Err(e) => Err(e),
         };
@@ -266,8 +275,8 @@ impl App {
     ) -> Result<Outcome, CallError> {
         let start = paused.start.bind(py).clone();
         let iter = paused.iter.bind(py).clone();
-        match self.send_items(py, &iter, &start, sink) {
-            Ok(true) => Ok(Outcome::Paused(paused)),
+        match self.send_items(py, iter, &start, sink) {
+            Ok(Some(_)) => Ok(Outcome::Paused(paused)),
             done => self.end_paused(py, paused, done.map(drop)),
         }
     }
@@ -366,14 +375,16 @@ impl App {
 
     /// The iterable's items into `sink`: `Ok(true)` when the sink asked for a
     /// pause (the iterator may have more), `Ok(false)` when the body is complete.
-    fn send_items(
+    /// Send the response's items until they end (`Ok(None)`) or the sink asks
+    /// for a pause (`Ok(Some(n))`, after the n-th item).
+    fn send_items<'py>(
         &self,
-        py: Python<'_>,
-        iter: &Bound<'_, PyIterator>,
+        py: Python<'py>,
+        items: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
         start: &Bound<'_, StartResponse>,
         sink: &mut dyn ResponseSink,
-    ) -> Result<bool, CallError> {
-        for item in iter.clone() {
+    ) -> Result<Option<usize>, CallError> {
+        for (taken, item) in (1..).zip(items) {
             let sent = start.borrow().headers_sent;
             let item = item.map_err(|e| self.app_error(py, e, sent))?;
             let Ok(chunk) = item.cast::<PyBytes>() else {
@@ -395,11 +406,25 @@ impl App {
             send_head(start, sink)?;
             sink.write_bytes(chunk).map_err(CallError::Client)?;
             if sink.paused() {
-                return Ok(true);
+                return Ok(Some(taken));
             }
         }
         send_head(start, sink)?;
-        Ok(false)
+        Ok(None)
+    }
+
+    /// An iterator over `list` past its first `taken` items, for a paused response.
+    fn list_iter_after<'py>(
+        &self,
+        py: Python<'py>,
+        list: &Bound<'py, PyList>,
+        taken: usize,
+    ) -> Result<Bound<'py, PyIterator>, CallError> {
+        let iter = list.try_iter().map_err(|e| self.app_error(py, e, true))?;
+        for _ in 0..taken {
+            iter.clone().next();
+        }
+        Ok(iter)
     }
 
     fn app_error(&self, py: Python<'_>, err: PyErr, headers_sent: bool) -> CallError {

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::app::Request;
-use crate::input::Input;
+use crate::input::{Body, Input};
 
 /// At most this many distinct header keys are cached (clients choose header names).
 const MAX_CACHED_KEYS: usize = 512;
@@ -38,6 +38,9 @@ pub struct Environ {
     remote_ports: Vec<LastText>,
     server_name: LastText,
     server_port: LastText,
+    /// The last request's wsgi.input, reset for the next one when nothing else
+    /// holds it (the body it refers to is let go then).
+    input: Option<Py<Input>>,
 }
 
 /// An environ key made from a header name, and the last value it was given.
@@ -125,6 +128,7 @@ impl Environ {
             remote_ports: (0..PORT_SLOTS).map(|_| LastText::default()).collect(),
             server_name: LastText::default(),
             server_port: LastText::default(),
+            input: None,
         })
     }
 
@@ -209,11 +213,24 @@ impl Environ {
         };
         env.set_item(pyo3::intern!(py, "SERVER_NAME"), server_name)?;
         env.set_item(pyo3::intern!(py, "SERVER_PORT"), server_port)?;
-        env.set_item(
-            pyo3::intern!(py, "wsgi.input"),
-            Bound::new(py, Input::new(py, &req.body))?,
-        )?;
+        env.set_item(pyo3::intern!(py, "wsgi.input"), self.input(py, &req.body)?)?;
         Ok(env)
+    }
+
+    /// wsgi.input over `body`: the last request's object when only this cache
+    /// holds it, else a new one.
+    fn input<'py>(&mut self, py: Python<'py>, body: &Body<'_>) -> PyResult<Bound<'py, Input>> {
+        if let Some(last) = &self.input {
+            #[allow(deprecated)] // The replacement is an unsafe ffi call; this read is all we need.
+            if last.get_refcnt(py) == 1 {
+                let last = last.bind(py);
+                last.borrow_mut().reset(py, body);
+                return Ok(last.clone());
+            }
+        }
+        let input = Bound::new(py, Input::new(py, body))?;
+        self.input = Some(input.clone().unbind());
+        Ok(input)
     }
 
     /// Put one request header into `env`, joined to an earlier one of the same

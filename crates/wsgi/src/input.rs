@@ -87,6 +87,19 @@ impl Input {
         }
     }
 
+    /// Ready for another request's body, keeping the allocations (but not a
+    /// large stream buffer).
+    pub fn reset(&mut self, py: Python<'_>, body: &Body<'_>) {
+        let Input { source, buf, .. } = Input::new(py, body);
+        self.source = source;
+        self.pos = 0;
+        if self.buf.capacity() > STREAM_STEP {
+            self.buf = buf;
+        } else {
+            self.buf.clear();
+        }
+    }
+
     /// The bytes available without waiting, from the read position.
     fn available<'a>(&'a self, py: Python<'a>) -> &'a [u8] {
         match &self.source {

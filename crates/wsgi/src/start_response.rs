@@ -290,13 +290,38 @@ fn validate_status(status: &Bound<'_, PyAny>, bytes: &mut Vec<u8>) -> PyResult<(
     Ok(())
 }
 
+/// RFC 9110 §5.6.2 `tchar`, by byte: a table, since every header of every
+/// response is checked.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 fn validate_name(name: &[u8]) -> PyResult<()> {
-    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
-    if name.is_empty()
-        || !name
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(b))
-    {
+    if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
         return Err(PyValueError::new_err(format!(
             "invalid response header name {:?}",
             String::from_utf8_lossy(name)
