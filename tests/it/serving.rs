@@ -363,6 +363,15 @@ fn environ_values_are_each_requests_own() {
             assert!(!text.contains(key), "{key} left over in {text}");
         }
     }
+    // A value too long to be kept, then the short one before it again.
+    let long = "q".repeat(300);
+    for query in ["x=1", long.as_str(), "x=1"] {
+        let text = env_of(&format!(
+            "GET /env?{query} HTTP/1.1\r\nHost: b.example\r\n\r\n"
+        ));
+        let want = format!("\"QUERY_STRING\": \"{query}\"");
+        assert!(text.contains(&want), "missing {want} in {text}");
+    }
     // Another connection, with its own client port.
     for _ in 0..2 {
         let mut other = Client::connect(server.addr()).unwrap();

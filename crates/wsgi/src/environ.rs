@@ -5,7 +5,10 @@
 //! a measurable share of a fast server's time per request. So are values that
 //! repeat from one request to the next (a keep-alive client sends the same Host,
 //! User-Agent and Accept each time): `str` is immutable, so one object can serve
-//! every environ that holds those bytes.
+//! every environ that holds those bytes. The entries every request has (method,
+//! path, query, protocol, client address, server name and port) are kept in the
+//! base dict as the last request gave them, so a request that repeats them finds
+//! them in its copy already: each `PyDict_SetItem` costs some 190 instructions.
 
 use std::collections::HashMap;
 
@@ -25,22 +28,68 @@ const PORT_SLOTS: usize = 64;
 
 pub struct Environ {
     multiprocess: bool,
+    /// The entries every environ starts with: constants, and the `Repeated` ones
+    /// as the last request set them.
     base: Py<PyDict>,
     keys: HashMap<Vec<u8>, HeaderKey>,
     scratch: Vec<u8>,
     /// Numbers the requests, so a header key knows whether this request set it.
     request: u64,
-    method: LastText,
-    path: LastText,
-    query: LastText,
-    raw_uri: LastText,
-    remote_addr: LastText,
-    remote_ports: Vec<LastText>,
-    server_name: LastText,
-    server_port: LastText,
+    method: Repeated,
+    path: Repeated,
+    query: Repeated,
+    raw_uri: Repeated,
+    protocol: Repeated,
+    remote_addr: Repeated,
+    server_name: Repeated,
+    server_port: Repeated,
+    /// REMOTE_PORT texts of recent connections, by port.
+    remote_ports: Vec<Option<(u16, Py<PyString>)>>,
     /// The last request's wsgi.input, reset for the next one when nothing else
     /// holds it (the body it refers to is let go then).
     input: Option<Py<Input>>,
+}
+
+/// An entry of the base dict that every request sets, and the bytes its value
+/// was made from.
+struct Repeated {
+    key: &'static str,
+    bytes: Vec<u8>,
+    /// The base holds the text of `bytes`; false until set, after a value too
+    /// long to keep, or after an error.
+    known: bool,
+}
+
+impl Repeated {
+    fn new(key: &'static str) -> Repeated {
+        Repeated {
+            key,
+            bytes: Vec::new(),
+            known: false,
+        }
+    }
+
+    /// Have the base hold the text of `bytes` (made by `make` when they differ
+    /// from the last request's).
+    fn put<'py>(
+        &mut self,
+        py: Python<'py>,
+        base: &Bound<'py, PyDict>,
+        bytes: &[u8],
+        make: impl FnOnce(Python<'py>, &[u8]) -> PyResult<Bound<'py, PyString>>,
+    ) -> PyResult<()> {
+        if self.known && self.bytes == bytes {
+            return Ok(());
+        }
+        self.known = false;
+        base.set_item(PyString::intern(py, self.key), make(py, bytes)?)?;
+        if bytes.len() <= MAX_REUSED_LEN {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(bytes);
+            self.known = true;
+        }
+        Ok(())
+    }
 }
 
 /// An environ key made from a header name, and the last value it was given.
@@ -98,7 +147,7 @@ impl Environ {
             concat!("ferricorn/", env!("CARGO_PKG_VERSION")),
         )?;
         base.set_item("SCRIPT_NAME", "")?;
-        // Keys every request sets, present in the copy already: setting them then
+        // Keys every request sets, present in the copy already: setting one then
         // replaces a value instead of growing (and rebuilding) the copy's table.
         for key in [
             "REQUEST_METHOD",
@@ -120,14 +169,15 @@ impl Environ {
             keys: HashMap::new(),
             scratch: Vec::with_capacity(64),
             request: 0,
-            method: LastText::default(),
-            path: LastText::default(),
-            query: LastText::default(),
-            raw_uri: LastText::default(),
-            remote_addr: LastText::default(),
-            remote_ports: (0..PORT_SLOTS).map(|_| LastText::default()).collect(),
-            server_name: LastText::default(),
-            server_port: LastText::default(),
+            method: Repeated::new("REQUEST_METHOD"),
+            path: Repeated::new("PATH_INFO"),
+            query: Repeated::new("QUERY_STRING"),
+            raw_uri: Repeated::new("RAW_URI"),
+            protocol: Repeated::new("SERVER_PROTOCOL"),
+            remote_addr: Repeated::new("REMOTE_ADDR"),
+            server_name: Repeated::new("SERVER_NAME"),
+            server_port: Repeated::new("SERVER_PORT"),
+            remote_ports: (0..PORT_SLOTS).map(|_| None).collect(),
             input: None,
         })
     }
@@ -152,69 +202,73 @@ impl Environ {
         req: &Request<'_>,
     ) -> PyResult<Bound<'py, PyDict>> {
         self.request += 1;
-        let env = self.base.bind(py).copy()?;
+        let base = self.base.bind(py).clone();
         let (path, query) = split_target(req.target);
-        let method = self.method.get(py, req.method, latin1)?;
-        env.set_item(pyo3::intern!(py, "REQUEST_METHOD"), method)?;
-        let path = self
-            .path
-            .get(py, path, |py, path| latin1(py, &percent_decode(path)))?;
-        env.set_item(pyo3::intern!(py, "PATH_INFO"), path)?;
-        let query = self.query.get(py, query, latin1)?;
-        env.set_item(pyo3::intern!(py, "QUERY_STRING"), query)?;
-        let raw_uri = self.raw_uri.get(py, req.target, latin1)?;
-        env.set_item(pyo3::intern!(py, "RAW_URI"), raw_uri)?;
-        env.set_item(
-            pyo3::intern!(py, "SERVER_PROTOCOL"),
-            if req.minor_version == 0 {
-                pyo3::intern!(py, "HTTP/1.0")
-            } else {
-                pyo3::intern!(py, "HTTP/1.1")
-            },
-        )?;
+        self.method.put(py, &base, req.method, latin1)?;
+        self.path.put(py, &base, path, |py, path| {
+            latin1(py, &percent_decode(path))
+        })?;
+        self.query.put(py, &base, query, latin1)?;
+        self.raw_uri.put(py, &base, req.target, latin1)?;
+        let protocol: &[u8] = if req.minor_version == 0 {
+            b"HTTP/1.0"
+        } else {
+            b"HTTP/1.1"
+        };
+        self.protocol.put(py, &base, protocol, latin1)?;
+        let mut digits = [0u8; 40];
+        let peer = req.peer.ip();
+        self.remote_addr.put(py, &base, &ip_key(peer), |py, _| {
+            latin1(py, ip_text(peer, &mut digits).as_bytes())
+        })?;
+        // The last Host (the parser refuses a request with two).
+        let host = req
+            .headers
+            .iter()
+            .rev()
+            .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
+            .map(|&(_, value)| value)
+            .filter(|h| !h.is_empty());
+        let mut port = itoa::Buffer::new();
+        let (server_name, server_port) = match host {
+            Some(h) => split_host(h),
+            None => (
+                ip_text(req.local.ip(), &mut digits).as_bytes(),
+                port.format(req.local.port()).as_bytes(),
+            ),
+        };
+        self.server_name.put(py, &base, server_name, latin1)?;
+        self.server_port.put(py, &base, server_port, latin1)?;
+
+        let env = base.copy()?;
         if req.url_scheme != "http" {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), req.url_scheme)?;
         }
-        let mut digits = [0u8; 40];
-        let addr = ip_text(req.peer.ip(), &mut digits).as_bytes();
-        let addr = self.remote_addr.get(py, addr, latin1)?;
-        env.set_item(pyo3::intern!(py, "REMOTE_ADDR"), addr)?;
-        let mut port = itoa::Buffer::new();
-        let peer_port = req.peer.port();
-        let port_text = port.format(peer_port).as_bytes();
-        let port_text =
-            self.remote_ports[usize::from(peer_port) % PORT_SLOTS].get(py, port_text, latin1)?;
-        env.set_item(pyo3::intern!(py, "REMOTE_PORT"), port_text)?;
-
-        let mut host = None;
+        let remote_port = self.remote_port(py, req.peer.port())?;
+        env.set_item(pyo3::intern!(py, "REMOTE_PORT"), remote_port)?;
         for &(name, value) in req.headers {
             // Names with `_` are dropped, as gunicorn does: a client could otherwise
             // send `X_Forwarded_For` and collide with the key of `X-Forwarded-For`.
             if name.contains(&b'_') {
                 continue;
             }
-            if name.eq_ignore_ascii_case(b"host") {
-                host = Some(value);
-            }
             self.set_header(py, &env, name, value)?;
         }
-        let (server_name, server_port) = match host.filter(|h| !h.is_empty()) {
-            Some(h) => {
-                let (name, port) = split_host(h);
-                (
-                    self.server_name.get(py, name, latin1)?,
-                    self.server_port.get(py, port, latin1)?,
-                )
-            }
-            None => (
-                PyString::new(py, ip_text(req.local.ip(), &mut digits)),
-                PyString::new(py, port.format(req.local.port())),
-            ),
-        };
-        env.set_item(pyo3::intern!(py, "SERVER_NAME"), server_name)?;
-        env.set_item(pyo3::intern!(py, "SERVER_PORT"), server_port)?;
         env.set_item(pyo3::intern!(py, "wsgi.input"), self.input(py, &req.body)?)?;
         Ok(env)
+    }
+
+    /// REMOTE_PORT's text: a connection's requests share one.
+    fn remote_port<'py>(&mut self, py: Python<'py>, port: u16) -> PyResult<Bound<'py, PyString>> {
+        let slot = &mut self.remote_ports[usize::from(port) % PORT_SLOTS];
+        if let Some((last, text)) = slot {
+            if *last == port {
+                return Ok(text.bind(py).clone());
+            }
+        }
+        let text = PyString::new(py, itoa::Buffer::new().format(port));
+        *slot = Some((port, text.clone().unbind()));
+        Ok(text)
     }
 
     /// wsgi.input over `body`: the last request's object when only this cache
@@ -308,6 +362,23 @@ fn environ_key(lower_name: &[u8]) -> String {
             k
         }
     }
+}
+
+/// An address's bytes, tagged by family: what REMOTE_ADDR is compared by, so a
+/// repeated client is not formatted again.
+fn ip_key(ip: std::net::IpAddr) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            key[0] = 4;
+            key[1..5].copy_from_slice(&v4.octets());
+        }
+        std::net::IpAddr::V6(v6) => {
+            key[0] = 6;
+            key[1..].copy_from_slice(&v6.octets());
+        }
+    }
+    key
 }
 
 /// An address as text without the formatting machinery (it shows in profiles
