@@ -530,6 +530,19 @@ def keep_input(environ, start_response):
 ROUTES["/keep-input"] = keep_input
 
 
+def start_response_gc(environ, start_response):
+    """Whether the cyclic collector can see start_response's object (it and
+    its write() refer to each other)."""
+    import gc
+
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    seen = any(r is write for r in gc.get_referents(write.__self__))
+    return [b"tracked" if seen else b"untracked"]
+
+
+ROUTES["/start-response-gc"] = start_response_gc
+
+
 def thread_id(environ, start_response):
     """Which thread of the worker serves this connection (with --threads)."""
     import threading

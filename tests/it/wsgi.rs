@@ -174,6 +174,9 @@ fn what_the_app_keeps_of_a_request_is_never_handed_to_another() {
         c.send(raw.as_bytes()).unwrap();
         assert_eq!(c.read_response(false).unwrap().text(), answer);
     }
+    // start_response's object and its write() refer to each other; the
+    // collector must see the cycle, or an object let go whole would leak.
+    assert_eq!(c.get("/start-response-gc").unwrap().text(), "tracked");
     // Nor is one whose write() the app keeps.
     for _ in 0..3 {
         assert_eq!(c.get("/").unwrap().status, 200);

@@ -5,8 +5,10 @@
 //! still replace them by calling it again with `exc_info` until then.
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::PyTraverseError;
 
 /// Hop-by-hop headers belong to the server (RFC 9110 §7.6.1); an app must not set
 /// them (PEP 3333): a 500 names the header. `Connection: close` from the app is
@@ -176,6 +178,16 @@ impl StartResponse {
         }
         drop(this);
         slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// The cycle through `write` is collectable: an object dropped while its
+    /// cycle is whole (its app's handle let go) is not leaked.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.write)
+    }
+
+    fn __clear__(&mut self) {
+        self.write = None;
     }
 
     /// The legacy write() callable returned by start_response.
