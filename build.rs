@@ -1,7 +1,8 @@
 //! Give the `ferricorn` binary what its embedded CPython needs at run time, as
 //! crates/wsgi/build.rs (which owns every fact about the build interpreter) says
 //! through its `links` metadata: with a static libpython, the C API exported to
-//! extension modules and a fixed-address link; with a shared one, a RUNPATH to it.
+//! extension modules (and, if asked, a fixed-address link); with a shared one, a
+//! RUNPATH to it.
 fn main() {
     let python =
         |key: &str| std::env::var(format!("DEP_FERRICORN_PYTHON_{key}")).unwrap_or_default();
@@ -11,10 +12,11 @@ fn main() {
     }
     // With libpython inside, a position-independent executable has the loader relocate
     // libpython's 1.1 MiB of pointer-holding data at every start: pages then private to
-    // the master, which runs no Python, and copied again by every worker. Linked at a
-    // fixed address (as Debian links its own python3), those pages stay clean, shared
-    // file pages until a worker writes one. FERRICORN_PIE=1 keeps the executable
-    // position-independent (its image randomised with the rest) at that price.
+    // the master, which runs no Python, and copied again by every worker. FERRICORN_PIE=0
+    // links at a fixed address instead (as Debian links its own python3): those pages
+    // stay clean, shared file pages until a worker writes one. Not the default, because
+    // the executable's image, libpython included, would then lie at a known address for
+    // anyone who finds a memory-safety bug in a C extension.
     println!("cargo:rerun-if-env-changed=FERRICORN_PIE");
     let fixed_address = python("LINK") == "static" && !pie_wanted();
     if fixed_address {
@@ -39,12 +41,13 @@ fn main() {
     }
 }
 
-/// FERRICORN_PIE: `1` keeps a position-independent executable, `0` or unset links
-/// one with static libpython at a fixed address; anything else is a build error.
+/// FERRICORN_PIE: `0` links an executable with static libpython at a fixed
+/// address; `1` or unset keeps it position-independent; anything else is a build
+/// error.
 fn pie_wanted() -> bool {
     match std::env::var("FERRICORN_PIE").unwrap_or_default().as_str() {
-        "" | "0" => false,
-        "1" => true,
+        "" | "1" => true,
+        "0" => false,
         other => panic!("FERRICORN_PIE must be `0` or `1`, not `{other}`"),
     }
 }
