@@ -7,7 +7,7 @@
 //! it accepts whitespace after the size and does not validate extensions.
 
 use crate::error::HttpError;
-use crate::head::{is_ctl, is_tchar, trim_ows};
+use crate::head::{has_ctl, is_tchar, trim_ows};
 
 /// Longest chunk header line (size plus extensions). Extensions carry nothing
 /// we use, so this only stops a client from streaming an endless one.
@@ -304,7 +304,7 @@ impl ChunkedDecoder {
             return Err(HttpError::BadRequest("invalid trailer name"));
         };
         let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
-        if value.iter().any(|&b| is_ctl(b)) {
+        if has_ctl(value) {
             return Err(HttpError::BadRequest("control character in trailer value"));
         }
         // RFC 9110 §6.5.1: framing and routing fields must not come from
