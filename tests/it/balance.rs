@@ -6,9 +6,24 @@ use std::collections::HashMap;
 use crate::util::http::Client;
 use crate::util::ServerBuilder;
 
-/// Open `n` connections at once, then ask each which worker holds it.
-fn split(server: &crate::util::Server, n: usize) -> HashMap<String, usize> {
-    split_by(server, n, "/pid")
+/// The first of up to three bursts whose split `fair` accepts, else the last.
+/// A worker the machine does not schedule for the whole burst (the rest of the
+/// suite runs beside these tests) leaves it to its peers, by design; without
+/// fair-share accepts every burst lands on one worker, so three still fail.
+fn fair_split(
+    server: &crate::util::Server,
+    n: usize,
+    path: &str,
+    fair: impl Fn(&HashMap<String, usize>) -> bool,
+) -> HashMap<String, usize> {
+    let mut counts = split_by(server, n, path);
+    for _ in 1..3 {
+        if fair(&counts) {
+            break;
+        }
+        counts = split_by(server, n, path);
+    }
+    counts
 }
 
 /// Open `n` connections at once, then ask each `path` (which says who serves it).
@@ -28,7 +43,9 @@ fn split_by(server: &crate::util::Server, n: usize, path: &str) -> HashMap<Strin
 fn a_burst_of_keep_alive_connections_is_spread_over_the_workers() {
     let _exclusive = crate::util::exclusive();
     let server = ServerBuilder::new("basic:app").workers(2).start();
-    let counts = split(&server, 40);
+    let counts = fair_split(&server, 40, "/pid", |c| {
+        c.len() == 2 && c.values().all(|&n| n >= 10)
+    });
     assert_eq!(counts.len(), 2, "{counts:?}");
     // Even would be 20/20; a worker leaves new connections to its peer once it
     // holds more than one above the average. A peer that is not scheduled within
@@ -44,7 +61,9 @@ fn threads_count_their_connections_toward_the_workers_share() {
         .workers(2)
         .args(&["--threads", "2"])
         .start();
-    let counts = split(&server, 40);
+    let counts = fair_split(&server, 40, "/pid", |c| {
+        c.len() == 2 && c.values().all(|&n| n >= 10)
+    });
     assert_eq!(counts.len(), 2, "{counts:?}");
     assert!(counts.values().all(|&n| n >= 10), "{counts:?}");
 }
@@ -58,7 +77,9 @@ fn connections_are_spread_over_the_threads_of_a_worker() {
         .start();
     // Each thread serves its own connections one request at a time: one that
     // held most of them would make them wait for each other.
-    let counts = split_by(&server, 40, "/thread-id");
+    let counts = fair_split(&server, 40, "/thread-id", |c| {
+        c.len() == 4 && c.values().all(|&n| n >= 5)
+    });
     assert_eq!(counts.len(), 4, "{counts:?}");
     assert!(counts.values().all(|&n| n >= 5), "{counts:?}");
 }
