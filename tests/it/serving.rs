@@ -363,6 +363,14 @@ fn environ_values_are_each_requests_own() {
             assert!(!text.contains(key), "{key} left over in {text}");
         }
     }
+    // A header in the place of another of the same length.
+    let one = env_of("GET /env HTTP/1.1\r\nHost: b.example\r\nX-One: 1\r\n\r\n");
+    let two = env_of("GET /env HTTP/1.1\r\nHost: b.example\r\nX-Two: 2\r\n\r\n");
+    assert!(one.contains("\"HTTP_X_ONE\": \"1\""), "{one}");
+    assert!(
+        two.contains("\"HTTP_X_TWO\": \"2\"") && !two.contains("HTTP_X_ONE"),
+        "{two}"
+    );
     // A value too long to be kept, then the short one before it again.
     let long = "q".repeat(300);
     for query in ["x=1", long.as_str(), "x=1"] {

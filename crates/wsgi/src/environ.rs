@@ -23,6 +23,8 @@ const MAX_CACHED_KEYS: usize = 512;
 /// Values longer than this (cookies, tokens) are not kept for reuse: they rarely
 /// repeat, and the cache's memory stays under 512 × 256 bytes of copies.
 const MAX_REUSED_LEN: usize = 256;
+/// Places in a request's header list whose name is remembered (`Environ::order`).
+const ORDER_PLACES: usize = 64;
 /// Slots of the REMOTE_PORT cache: one per recent connection, by port.
 const PORT_SLOTS: usize = 64;
 
@@ -31,7 +33,14 @@ pub struct Environ {
     /// The entries every environ starts with: constants, and the `Repeated` ones
     /// as the last request set them.
     base: Py<PyDict>,
-    keys: HashMap<Vec<u8>, HeaderKey>,
+    /// Header keys by lower-cased name: indexes into `entries`.
+    keys: HashMap<Vec<u8>, usize>,
+    entries: Vec<HeaderKey>,
+    /// The last request's header names as sent, in order, with their entries: a
+    /// client sends the same headers in the same order each time, so a header is
+    /// found by comparing its name with the one at its place last time, without
+    /// lower-casing and hashing it.
+    order: Vec<(Vec<u8>, usize)>,
     scratch: Vec<u8>,
     /// Numbers the requests, so a header key knows whether this request set it.
     request: u64,
@@ -167,6 +176,8 @@ impl Environ {
             multiprocess,
             base: base.unbind(),
             keys: HashMap::new(),
+            entries: Vec::new(),
+            order: Vec::new(),
             scratch: Vec::with_capacity(64),
             request: 0,
             method: Repeated::new("REQUEST_METHOD"),
@@ -246,13 +257,13 @@ impl Environ {
         }
         let remote_port = self.remote_port(py, req.peer.port())?;
         env.set_item(pyo3::intern!(py, "REMOTE_PORT"), remote_port)?;
-        for &(name, value) in req.headers {
+        for (place, &(name, value)) in req.headers.iter().enumerate() {
             // Names with `_` are dropped, as gunicorn does: a client could otherwise
             // send `X_Forwarded_For` and collide with the key of `X-Forwarded-For`.
             if name.contains(&b'_') {
                 continue;
             }
-            self.set_header(py, &env, name, value)?;
+            self.set_header(py, &env, place, name, value)?;
         }
         env.set_item(pyo3::intern!(py, "wsgi.input"), self.input(py, &req.body)?)?;
         Ok(env)
@@ -293,32 +304,17 @@ impl Environ {
         &mut self,
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
+        place: usize,
         name: &[u8],
         value: &[u8],
     ) -> PyResult<()> {
-        self.scratch.clear();
-        self.scratch.extend(name.iter().map(u8::to_ascii_lowercase));
-        let found = self.keys.get_mut(&self.scratch).map(|entry| {
-            let repeated = entry.set_by == self.request;
-            entry.set_by = self.request;
-            (
-                entry.key.bind(py).clone(),
-                entry.value.get(py, value, latin1),
-                repeated,
-            )
-        });
-        let (key, text, repeated) = match found {
-            Some((key, text, repeated)) => (key, text?, repeated),
-            None if self.keys.len() < MAX_CACHED_KEYS => {
-                let key = PyString::intern(py, &environ_key(&self.scratch));
-                let mut entry = HeaderKey {
-                    key: key.clone().unbind(),
-                    value: LastText::default(),
-                    set_by: self.request,
-                };
+        let (key, text, repeated) = match self.header_entry(py, place, name) {
+            Some(i) => {
+                let entry = &mut self.entries[i];
+                let repeated = entry.set_by == self.request;
+                entry.set_by = self.request;
                 let text = entry.value.get(py, value, latin1)?;
-                self.keys.insert(self.scratch.clone(), entry);
-                (key, text, false)
+                (entry.key.bind(py).clone(), text, repeated)
             }
             None => {
                 // Past the cache's bound: made afresh, and asked of the dict.
@@ -330,7 +326,11 @@ impl Environ {
         if !repeated {
             return env.set_item(key, text);
         }
-        let sep = if self.scratch == b"cookie" { "; " } else { "," };
+        let sep = if name.eq_ignore_ascii_case(b"cookie") {
+            "; "
+        } else {
+            ","
+        };
         let joined = match env.get_item(&key)? {
             Some(prev) => format!(
                 "{}{sep}{}",
@@ -340,6 +340,45 @@ impl Environ {
             None => text.to_cow()?.into_owned(),
         };
         env.set_item(key, joined)
+    }
+
+    /// The entry of the header `name` at `place` in its request: the one at that
+    /// place last time if the name is the same, else found (or made) by its
+    /// lower-cased name. `None` past `MAX_CACHED_KEYS`, with the lower-cased name
+    /// in `scratch`.
+    fn header_entry(&mut self, py: Python<'_>, place: usize, name: &[u8]) -> Option<usize> {
+        if let Some(&(ref last, i)) = self.order.get(place) {
+            if i != usize::MAX && last.as_slice() == name {
+                return Some(i);
+            }
+        }
+        self.scratch.clear();
+        self.scratch.extend(name.iter().map(u8::to_ascii_lowercase));
+        let i = match self.keys.get(&self.scratch) {
+            Some(&i) => i,
+            None if self.entries.len() < MAX_CACHED_KEYS => {
+                self.entries.push(HeaderKey {
+                    key: PyString::intern(py, &environ_key(&self.scratch)).unbind(),
+                    value: LastText::default(),
+                    set_by: 0,
+                });
+                self.keys
+                    .insert(self.scratch.clone(), self.entries.len() - 1);
+                self.entries.len() - 1
+            }
+            None => return None,
+        };
+        if place < ORDER_PLACES {
+            if self.order.len() <= place {
+                self.order
+                    .resize_with(place + 1, || (Vec::new(), usize::MAX));
+            }
+            let (last, at) = &mut self.order[place];
+            last.clear();
+            last.extend_from_slice(name);
+            *at = i;
+        }
+        Some(i)
     }
 }
 
