@@ -59,22 +59,18 @@ pub struct Environ {
     input: Option<Py<Input>>,
 }
 
-/// An entry of the base dict that every request sets, and the bytes its value
-/// was made from.
+/// An entry of the base dict that every request sets, with the text it holds
+/// there (absent until set, after a value too long to keep, or after an error).
 struct Repeated {
     key: &'static str,
-    bytes: Vec<u8>,
-    /// The base holds the text of `bytes`; false until set, after a value too
-    /// long to keep, or after an error.
-    known: bool,
+    last: LastText,
 }
 
 impl Repeated {
     fn new(key: &'static str) -> Repeated {
         Repeated {
             key,
-            bytes: Vec::new(),
-            known: false,
+            last: LastText::default(),
         }
     }
 
@@ -87,16 +83,13 @@ impl Repeated {
         bytes: &[u8],
         make: impl FnOnce(Python<'py>, &[u8]) -> PyResult<Bound<'py, PyString>>,
     ) -> PyResult<()> {
-        if self.known && self.bytes == bytes {
+        if self.last.holding(bytes).is_some() {
             return Ok(());
         }
-        self.known = false;
-        base.set_item(PyString::intern(py, self.key), make(py, bytes)?)?;
-        if bytes.len() <= MAX_REUSED_LEN {
-            self.bytes.clear();
-            self.bytes.extend_from_slice(bytes);
-            self.known = true;
-        }
+        self.last.text = None;
+        let text = make(py, bytes)?;
+        base.set_item(PyString::intern(py, self.key), &text)?;
+        self.last.remember(bytes, &text);
         Ok(())
     }
 }
@@ -126,18 +119,29 @@ impl LastText {
         bytes: &[u8],
         make: impl FnOnce(Python<'py>, &[u8]) -> PyResult<Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyString>> {
-        if let Some(text) = &self.text {
-            if self.bytes == bytes {
-                return Ok(text.bind(py).clone());
-            }
+        if let Some(text) = self.holding(bytes) {
+            return Ok(text.bind(py).clone());
         }
         let text = make(py, bytes)?;
-        if bytes.len() <= MAX_REUSED_LEN {
-            self.bytes.clear();
-            self.bytes.extend_from_slice(bytes);
-            self.text = Some(text.clone().unbind());
-        }
+        self.remember(bytes, &text);
         Ok(text)
+    }
+
+    /// The text kept, if it was made from `bytes`.
+    fn holding(&self, bytes: &[u8]) -> Option<&Py<PyString>> {
+        self.text.as_ref().filter(|_| self.bytes == bytes)
+    }
+
+    /// Keep `text` as made from `bytes`, unless they are too long to be worth it
+    /// (then nothing is kept).
+    fn remember(&mut self, bytes: &[u8], text: &Bound<'_, PyString>) {
+        if bytes.len() > MAX_REUSED_LEN {
+            self.text = None;
+            return;
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.text = Some(text.clone().unbind());
     }
 }
 
