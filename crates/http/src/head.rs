@@ -519,9 +519,39 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// RFC 9110 §5.6.2 `tchar`, by byte: a table, since every header name of every
+/// request and response is checked.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 /// RFC 9110 §5.6.2 tchar.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
 }
 
 /// A control character not allowed in a field value (everything but HTAB).
@@ -529,10 +559,10 @@ pub(crate) fn is_ctl(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
-/// Whether any byte of `s` is a control character: every byte is looked at, with
-/// no early exit, so the compiler can check 32 at a time (header values are most
-/// of a request's bytes, and nearly always clean).
-pub(crate) fn has_ctl(s: &[u8]) -> bool {
+/// Whether any byte of `s` is a control character (not allowed in a field value):
+/// every byte is looked at, with no early exit, so the compiler can check 32 at a
+/// time (header values are most of a request's bytes, and nearly always clean).
+pub fn has_ctl(s: &[u8]) -> bool {
     s.iter().fold(false, |found, &b| found | is_ctl(b))
 }
 

@@ -31,7 +31,9 @@ pub use chunked::{ChunkStatus, ChunkedDecoder};
 pub use date::HttpDate;
 pub use error::HttpError;
 pub use forwarded::{forwarded_scheme, AllowList};
-pub use head::{parse_head, parse_head_unfolding, Framing, Head, Limits, Parsed};
+pub use head::{
+    has_ctl, is_tchar, parse_head, parse_head_unfolding, Framing, Head, Limits, Parsed,
+};
 pub use proxy::{parse_proxy, ProxyParsed, ProxySource};
 pub use response::{
     write_chunk, write_chunk_size, write_error, write_head, write_last_chunk, ResponseFraming,

@@ -302,38 +302,8 @@ fn validate_status(status: &Bound<'_, PyAny>, bytes: &mut Vec<u8>) -> PyResult<(
     Ok(())
 }
 
-/// RFC 9110 §5.6.2 `tchar`, by byte: a table, since every header of every
-/// response is checked.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
-
 fn validate_name(name: &[u8]) -> PyResult<()> {
-    if name.is_empty() || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
+    if name.is_empty() || !name.iter().all(|&b| ferricorn_http::is_tchar(b)) {
         return Err(PyValueError::new_err(format!(
             "invalid response header name {:?}",
             String::from_utf8_lossy(name)
@@ -344,7 +314,7 @@ fn validate_name(name: &[u8]) -> PyResult<()> {
 
 fn validate_value(name: &[u8], value: &[u8]) -> PyResult<()> {
     // CR, LF or NUL would let the app's data inject headers or a second response.
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if ferricorn_http::has_ctl(value) {
         return Err(PyValueError::new_err(format!(
             "response header {:?} has a control character (CR, LF or NUL) in its value",
             String::from_utf8_lossy(name)
