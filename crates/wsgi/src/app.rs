@@ -347,8 +347,6 @@ impl App {
         }
     }
 
-    /// A start_response for this request: last request's when only this App
-    /// still refers to it (an app that kept it gets to keep it unchanged).
     /// wsgi.file_wrapper over a regular file, when sendfile(2) may be used:
     /// `Ok(true)` when the sink sends the file.
     fn send_file(
