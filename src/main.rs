@@ -266,7 +266,12 @@ fn serve(config: &Config) -> Exit {
         // After an upgrade: the same sockets, still open, and the old workers.
         Some(i) => (i.listeners, i.workers),
         None => {
-            match ferricorn_master::bind_all(&config.binds, config.backlog, config.reuse_port) {
+            match ferricorn_master::bind_all(
+                &config.binds,
+                config.backlog,
+                config.reuse_port,
+                config.defer_accept,
+            ) {
                 Ok(l) => (l, Vec::new()),
                 Err(e) => {
                     error!("{e}");

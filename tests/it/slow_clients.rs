@@ -262,3 +262,42 @@ fn a_graceful_stop_lets_a_slow_download_finish() {
     // The stop itself ends as a TERM stop does by default, after the download.
     assert_eq!(status.signal(), Some(15));
 }
+
+/// The server side's TCP state of the connection from `client` to `server`, from
+/// /proc/net/tcp: "03" SYN_RECV (the kernel holds it), "01" ESTABLISHED.
+fn server_side_state(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_of = |field: &str| u16::from_str_radix(field.rsplit(':').next()?, 16).ok();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (port_of(f[1]) == Some(server.port()) && port_of(f[2]) == Some(client.port()))
+            .then(|| f[3].to_string())
+    })
+}
+
+#[test]
+fn a_connection_that_has_sent_nothing_waits_in_the_kernel_not_in_a_worker() {
+    // TCP_DEFER_ACCEPT: a worker is woken for a connection once its request has
+    // arrived, not before; `--no-defer-accept` hands it over at once.
+    for (args, held) in [(&[][..], true), (&["--no-defer-accept"][..], false)] {
+        let server = ServerBuilder::new("basic:app").args(args).start();
+        let mut silent = TcpStream::connect(server.addr()).unwrap();
+        let me = silent.local_addr().unwrap();
+        // Long enough for a worker to have accepted it, were it handed over.
+        std::thread::sleep(Duration::from_millis(300));
+        let state = server_side_state(server.addr(), me);
+        let want = if held { "03" } else { "01" };
+        assert_eq!(
+            state.as_deref(),
+            Some(want),
+            "{args:?}: server side of {me}"
+        );
+        // Either way, the request is answered once it comes.
+        silent
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        silent.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{args:?}: {answer}");
+    }
+}

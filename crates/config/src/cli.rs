@@ -143,6 +143,10 @@ pub struct Cli {
     #[arg(long = "reuse-port")]
     pub reuse_port: bool,
 
+    /// Hand a worker each connection at once, not when its first bytes arrive (default: TCP_DEFER_ACCEPT on the listening sockets).
+    #[arg(long = "no-defer-accept")]
+    pub no_defer_accept: bool,
+
     /// Requests one worker serves concurrently: that many event loops (threads), each with its own connections, calling the app under the GIL [default: 1].
     #[arg(long = "threads", value_name = "INT")]
     pub threads: Option<u32>,
@@ -260,6 +264,7 @@ impl Cli {
             proc_name: self.name.clone(),
             sendfile: self.no_sendfile.then_some(false),
             reuse_port: self.reuse_port.then_some(true),
+            defer_accept: self.no_defer_accept.then_some(false),
             proxy_protocol: self.proxy_protocol.clone().map(StrOrList::Str),
             proxy_allow_ips: self.proxy_allow_from.clone().map(StrOrList::Str),
             header_timeout: self.header_timeout,

@@ -75,6 +75,8 @@ pub struct Config {
     pub proc_name: Option<String>,
     /// `--reuse-port`: SO_REUSEPORT on the listening sockets.
     pub reuse_port: bool,
+    /// TCP_DEFER_ACCEPT on the listening sockets (`--no-defer-accept` turns it off).
+    pub defer_accept: bool,
     /// wsgi.file_wrapper responses use sendfile(2) (`--no-sendfile`, SENDFILE).
     pub sendfile: bool,
     /// `--proxy-protocol`: the peers allowed to send a PROXY header; None = off.
@@ -352,6 +354,7 @@ impl Config {
             preload: s.preload_app.unwrap_or(false),
             proc_name: s.proc_name.clone(),
             reuse_port: s.reuse_port.unwrap_or(false),
+            defer_accept: s.defer_accept.unwrap_or(true),
             // As gunicorn: a setting decides; else SENDFILE (y, 1, yes, true = on); else on.
             sendfile: s.sendfile.unwrap_or_else(|| {
                 env.var("SENDFILE").is_none_or(|v| {

@@ -350,6 +350,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "proc_name" => "--name",
         "sendfile" => "--no-sendfile",
         "reuse_port" => "--reuse-port",
+        "defer_accept" => "--no-defer-accept",
         "proxy_protocol" => "--proxy-protocol",
         "proxy_allow_ips" => "--proxy-allow-from",
         "header_timeout" => "--header-timeout",

@@ -122,6 +122,8 @@ pub struct Settings {
     pub sendfile: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reuse_port: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defer_accept: Option<bool>,
     /// `off`, `v1`, `v2`, `auto` (a gunicorn.conf.py may say True/False).
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -190,6 +192,7 @@ pub const NAMES: &[&str] = &[
     "proc_name",
     "sendfile",
     "reuse_port",
+    "defer_accept",
     "proxy_protocol",
     "proxy_allow_ips",
     "header_timeout",
@@ -264,7 +267,7 @@ pub fn default_text(name: &str) -> &'static str {
         "worker_connections" => "1000",
         "threads" => "1",
         "proc_name" => "none",
-        "sendfile" => "true",
+        "sendfile" | "defer_accept" => "true",
         "reuse_port" | "permit_obsolete_folding" => "false",
         "proxy_protocol" => "\"off\"",
         "proxy_allow_ips" => "\"127.0.0.1,::1\"",
