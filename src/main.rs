@@ -341,6 +341,7 @@ fn serve(config: &Config) -> Exit {
             },
             proxy: config.proxy_protocol.clone(),
             body_buffer: config.body_buffer_size,
+            read_at_accept: config.defer_accept,
         },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
