@@ -540,8 +540,6 @@ impl<'py> Server<'py> {
         self.accept_pending = true;
     }
 
-    /// Move a connection forward as far as it goes now: read, answer complete
-    /// requests, write.
     /// Write the answers held back during this turn. They go out together once
     /// every ready connection had its turn (as bjoern does): a client woken
     /// once takes several, instead of being woken (an inter-processor interrupt
@@ -572,7 +570,9 @@ impl<'py> Server<'py> {
         }
     }
 
-    /// `flushing`: the deferred write of what an earlier call answered.
+    /// Move a connection forward as far as it goes now: read, answer complete
+    /// requests, write. `flushing`: the deferred write of what an earlier call
+    /// answered.
     fn drive(&mut self, key: usize, flushing: bool) {
         let mut first = true;
         loop {
