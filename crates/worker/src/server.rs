@@ -447,11 +447,8 @@ impl<'py> Server<'py> {
         self.slot().filter(|_| self.tracks_requests)
     }
 
-    /// Take connections from listener `i`: up to the batch, while this worker is
-    /// not over its fair share; with `first_anyway` (a connection left to the
-    /// peers is still waiting after `ACCEPT_DEFER`) the first regardless. One
-    /// at a time: on a loaded machine a peer may simply not have run yet, and
-    /// taking the whole queue then undoes the balance (a test saw 34/6).
+    /// Take connections from listener `i` (see `accept_some`) and, when accepts
+    /// are deferred until data arrives, answer them at once.
     fn accept_from(&mut self, i: usize, first_anyway: bool) {
         self.accept_some(i, first_anyway);
         // With deferred accepts the request is already there: answering it now
@@ -466,6 +463,12 @@ impl<'py> Server<'py> {
         self.just_accepted = accepted;
     }
 
+    /// Take connections from listener `i` into `just_accepted`: up to the batch,
+    /// while this worker is not over its fair share; with `first_anyway` (a
+    /// connection left to the peers is still waiting after `ACCEPT_DEFER`) the
+    /// first regardless. One at a time: on a loaded machine a peer may simply not
+    /// have run yet, and taking the whole queue then undoes the balance (a test
+    /// saw 34/6).
     fn accept_some(&mut self, i: usize, first_anyway: bool) {
         for n in 0..self.settings.accept_batch.max(1) {
             if self.stopping {
