@@ -39,7 +39,7 @@ pub struct Environ {
     /// The last request's header names as sent, in order, with their entries: a
     /// client sends the same headers in the same order each time, so a header is
     /// found by comparing its name with the one at its place last time, without
-    /// lower-casing and hashing it.
+    /// lower-casing and hashing it. `usize::MAX`: no header was seen at that place.
     order: Vec<(Vec<u8>, usize)>,
     scratch: Vec<u8>,
     /// Numbers the requests, so a header key knows whether this request set it.
