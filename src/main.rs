@@ -263,8 +263,19 @@ fn serve(config: &Config) -> Exit {
         None
     };
     let (listeners, adopted) = match inherited {
-        // After an upgrade: the same sockets, still open, and the old workers.
-        Some(i) => (i.listeners, i.workers),
+        // After an upgrade: the same sockets, still open, and the old workers; the
+        // options this binary's configuration names apply to them from now on.
+        Some(i) => {
+            if !ferricorn_master::match_binds(&i.listeners, &config.binds) {
+                log::warn!("bind changed in the configuration; an upgrade keeps the current sockets (restart to listen elsewhere)");
+            }
+            if let Err(e) =
+                ferricorn_master::apply_options(&i.listeners, config.backlog, config.defer_accept)
+            {
+                log::warn!("cannot give the listening sockets the configured backlog and deferred accepts: {e}");
+            }
+            (i.listeners, i.workers)
+        }
         None => {
             match ferricorn_master::bind_all(
                 &config.binds,

@@ -263,6 +263,65 @@ fn a_graceful_stop_lets_a_slow_download_finish() {
     assert_eq!(status.signal(), Some(15));
 }
 
+#[test]
+fn a_reload_and_an_upgrade_give_the_open_sockets_the_deferred_accepts_now_configured() {
+    let _exclusive = crate::util::exclusive();
+    let dir = crate::util::scratch("defer-reload");
+    let file = dir.join("ferricorn.toml");
+    std::fs::write(&file, "workers = 1\nbind = [\"127.0.0.1:0\"]\n").unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_workers_flag()
+        .no_default_bind()
+        .args(&["-c", file.to_str().unwrap()])
+        .start();
+    // A connection that sends nothing, a moment later: who holds it?
+    let silent_state = || {
+        let silent = TcpStream::connect(server.addr()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        server_side_state(server.addr(), silent.local_addr().unwrap())
+    };
+    assert_eq!(silent_state().as_deref(), Some("03"), "held by default");
+
+    std::fs::write(
+        &file,
+        "workers = 1\nbind = [\"127.0.0.1:0\"]\ndefer_accept = false\nbacklog = 64\n",
+    )
+    .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_log(
+        |l| l.contains("listening sockets now have backlog 64 and deferred accepts off"),
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        silent_state().as_deref(),
+        Some("01"),
+        "handed over after the HUP"
+    );
+
+    // The upgraded binary reads the file again: deferred accepts back on, and another
+    // address, which an upgrade cannot take (the sockets are inherited), so it says so.
+    std::fs::write(&file, "workers = 1\nbind = [\"127.0.0.2:0\"]\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGUSR2);
+    server.wait_log(
+        |l| l.contains("Upgraded: adopted 1 workers"),
+        Duration::from_secs(15),
+    );
+    assert!(
+        server.log().lines().any(|l| l.contains("[WARNING]")
+            && l.contains(
+                "bind changed in the configuration; an upgrade keeps the current sockets"
+            )),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        silent_state().as_deref(),
+        Some("03"),
+        "held again after the USR2"
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
 /// The server side's TCP state of the connection from `client` to `server`, from
 /// /proc/net/tcp: "03" SYN_RECV (the kernel holds it), "01" ESTABLISHED.
 fn server_side_state(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<String> {

@@ -19,7 +19,7 @@ use nix::sys::signal::kill;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
-use crate::listeners::{stop_listening, Listener};
+use crate::listeners::{apply_options, stop_listening, Listener};
 use crate::sys::fork_single_threaded;
 use crate::upgrade::{self, StartInfo};
 use crate::worker_table::{WorkerSlot, WorkerTable};
@@ -325,10 +325,25 @@ impl Master {
     }
 
     /// Take a re-read configuration (HUP). Workers started from now on use it; the
-    /// listening sockets stay as they are.
+    /// listening sockets stay open, with the backlog and deferred accepts it names.
     fn apply_config(&mut self, new: Config) {
         if new.binds != self.config.binds {
             warn!("bind changed in the configuration; a reload keeps the current sockets (restart to listen elsewhere)");
+        }
+        if new.reuse_port != self.config.reuse_port {
+            warn!("reuse_port changed in the configuration; a reload keeps the current sockets as they were bound (restart to change it)");
+        }
+        if (new.backlog, new.defer_accept) != (self.config.backlog, self.config.defer_accept) {
+            match apply_options(&self.listeners, new.backlog, new.defer_accept) {
+                Ok(()) => info!(
+                    "listening sockets now have backlog {} and deferred accepts {}",
+                    new.backlog,
+                    if new.defer_accept { "on" } else { "off" }
+                ),
+                Err(e) => warn!(
+                    "cannot give the listening sockets the new backlog and deferred accepts: {e}"
+                ),
+            }
         }
         log::set_max_level(new.log_level);
         self.target = new.workers;

@@ -14,6 +14,6 @@ pub mod upgrade;
 mod worker_table;
 
 pub use arbiter::{run, ChildStart, ForkHooks, ReloadFn, SpawnFn};
-pub use listeners::{bind_all, BindError, Listener};
+pub use listeners::{apply_options, bind_all, match_binds, BindError, Listener};
 pub use pidfile::{Pidfile, PidfileError};
 pub use upgrade::{take_inherited, Inherited, StartInfo};

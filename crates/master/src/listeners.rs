@@ -92,17 +92,54 @@ fn listen(
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    if defer_accept {
-        // A connection wakes a worker once, when its request arrives, rather than
-        // once to be accepted and again for its first bytes: a third less system
-        // time per `Connection: close` request (docs/design.md).
-        nix::sys::socket::setsockopt(&socket, TcpDeferAccept, &DEFER_ACCEPT_SECONDS)?;
-    }
+    set_defer_accept(&socket, defer_accept)?;
     socket.listen(backlog)?;
     // Every worker polls the socket and accepts without blocking; a connection another
     // worker took first is just EAGAIN.
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Give sockets that are already listening (kept across a HUP, or adopted from the
+/// previous binary after USR2) the backlog and deferred accepts the configuration
+/// now asks for. Linux takes a second `listen(2)` on a listening socket as a new
+/// backlog, and `TCP_DEFER_ACCEPT` at any time.
+pub fn apply_options(listeners: &[Listener], backlog: i32, defer_accept: bool) -> io::Result<()> {
+    for l in listeners {
+        set_defer_accept(&l.socket, defer_accept)?;
+        socket2::SockRef::from(&l.socket).listen(backlog)?;
+    }
+    Ok(())
+}
+
+/// With it, a connection wakes a worker once, when its request arrives, rather than
+/// once to be accepted and again for its first bytes: a third less system time per
+/// `Connection: close` request (docs/design.md). Without it, 0 clears it.
+fn set_defer_accept(socket: &impl std::os::fd::AsFd, on: bool) -> io::Result<()> {
+    let seconds = if on { DEFER_ACCEPT_SECONDS } else { 0 };
+    nix::sys::socket::setsockopt(socket, TcpDeferAccept, &seconds)?;
+    Ok(())
+}
+
+/// Whether `listeners` are the sockets `binds` asks for (a port 0 bind matches any
+/// port), so that a new configuration that names other addresses can be told apart.
+pub fn match_binds(listeners: &[Listener], binds: &[Bind]) -> bool {
+    let mut wanted = Vec::new();
+    for bind in binds {
+        let Bind::Tcp { host, port } = bind;
+        match (host.as_str(), *port).to_socket_addrs() {
+            Ok(addrs) => wanted.extend(addrs),
+            Err(_) => return false,
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    wanted.len() == listeners.len()
+        && wanted.iter().all(|w| {
+            listeners
+                .iter()
+                .any(|l| l.addr.ip() == w.ip() && (w.port() == 0 || l.addr.port() == w.port()))
+        })
 }
 
 /// Stop listening for everybody who shares the socket, at once: `shutdown(2)` on a
