@@ -8,6 +8,7 @@
 
 mod access_log;
 mod connection;
+mod dispatch;
 mod inbuf;
 mod malloc;
 mod outbuf;
