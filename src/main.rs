@@ -215,7 +215,6 @@ fn signal_table(policy: &ferricorn_signals::Policy) -> String {
 }
 
 fn serve(config: &Config) -> Exit {
-    master_hook(config, "on_starting");
     // Before --chdir: an upgrade re-executes from where the user started us.
     let start = ferricorn_master::StartInfo::capture().ok();
     let inherited = match ferricorn_master::take_inherited() {
@@ -225,6 +224,16 @@ fn serve(config: &Config) -> Exit {
             return Exit::Code(exit_code::BIND_FAILED);
         }
     };
+    let activated = match ferricorn_master::take_activated() {
+        Ok(a) => a,
+        Err(e) => {
+            error!("cannot take the sockets systemd passed (LISTEN_FDS): {e}");
+            return Exit::Code(exit_code::BIND_FAILED);
+        }
+    };
+    // After taking the sockets: they are close-on-exec by now, so the hook's Python
+    // does not hold a copy.
+    master_hook(config, "on_starting");
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -262,11 +271,12 @@ fn serve(config: &Config) -> Exit {
     } else {
         None
     };
-    let (listeners, adopted) = match inherited {
+    let (listeners, adopted) = match (inherited, activated) {
         // After an upgrade: the same sockets, still open, and the old workers; the
         // options this binary's configuration names apply to them from now on.
-        Some(i) => {
-            if !ferricorn_master::match_binds(&i.listeners, &config.binds) {
+        (Some(i), _) => {
+            let from_systemd = i.listeners.iter().any(|l| l.activated);
+            if !from_systemd && !ferricorn_master::match_binds(&i.listeners, &config.binds) {
                 log::warn!("bind changed in the configuration; an upgrade keeps the current sockets (restart to listen elsewhere)");
             }
             if let Err(e) =
@@ -276,7 +286,14 @@ fn serve(config: &Config) -> Exit {
             }
             (i.listeners, i.workers)
         }
-        None => {
+        (None, Some(listeners)) => {
+            info!(
+                "Using {} listening socket(s) from systemd (LISTEN_FDS); `bind` is not used, and backlog and deferred accepts are the socket unit's",
+                listeners.len()
+            );
+            (listeners, Vec::new())
+        }
+        (None, None) => {
             match ferricorn_master::bind_all(
                 &config.binds,
                 config.backlog,

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod util;
 
+mod activation;
 mod app_loading;
 mod app_processes;
 mod balance;

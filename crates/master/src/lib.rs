@@ -6,6 +6,7 @@
 //! anything else (see [`sys`]). The child side is a callback supplied by the
 //! binary, so this crate does not link the worker or Python.
 
+mod activation;
 mod arbiter;
 mod listeners;
 mod pidfile;
@@ -13,6 +14,7 @@ mod sys;
 pub mod upgrade;
 mod worker_table;
 
+pub use activation::take_activated;
 pub use arbiter::{run, ChildStart, ForkHooks, ReloadFn, SpawnFn};
 pub use listeners::{apply_options, bind_all, match_binds, BindError, Listener};
 pub use pidfile::{Pidfile, PidfileError};

@@ -25,6 +25,10 @@ const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 pub struct Listener {
     pub socket: TcpListener,
     pub addr: SocketAddr,
+    /// Passed by systemd (socket activation), which keeps it open across this
+    /// server's restarts: connections that arrive meanwhile wait in its queue for
+    /// the next start, so it is never shut down, and its options are the unit's.
+    pub activated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +72,11 @@ pub fn bind_all(
                 }
             })?;
             let addr = socket.local_addr().unwrap_or(addr);
-            out.push(Listener { socket, addr });
+            out.push(Listener {
+                socket,
+                addr,
+                activated: false,
+            });
         }
     }
     Ok(out)
@@ -105,7 +113,7 @@ fn listen(
 /// now asks for. Linux takes a second `listen(2)` on a listening socket as a new
 /// backlog, and `TCP_DEFER_ACCEPT` at any time.
 pub fn apply_options(listeners: &[Listener], backlog: i32, defer_accept: bool) -> io::Result<()> {
-    for l in listeners {
+    for l in listeners.iter().filter(|l| !l.activated) {
         set_defer_accept(&l.socket, defer_accept)?;
         socket2::SockRef::from(&l.socket).listen(backlog)?;
     }
@@ -144,7 +152,11 @@ pub fn match_binds(listeners: &[Listener], binds: &[Bind]) -> bool {
 
 /// Stop listening for everybody who shares the socket, at once: `shutdown(2)` on a
 /// listening socket closes it in the kernel, so new connections are refused even
-/// while a worker that still holds a copy is busy inside a request.
+/// while a worker that still holds a copy is busy inside a request. Not a socket
+/// systemd passed: it stays open in systemd, and new connections wait there for
+/// the next start instead (workers close their copies as they stop).
 pub fn stop_listening(listener: &Listener) {
-    let _ = socket2::SockRef::from(&listener.socket).shutdown(std::net::Shutdown::Both);
+    if !listener.activated {
+        let _ = socket2::SockRef::from(&listener.socket).shutdown(std::net::Shutdown::Both);
+    }
 }

@@ -29,9 +29,10 @@ fn thread_count() -> Option<usize> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// Take ownership of a listening socket inherited across `exec` (binary upgrade).
-/// Refuses an fd that is not an open, listening TCP socket, so a wrong
-/// `FERRICORN_LISTEN_FDS` cannot make this process own a random descriptor.
+/// Take ownership of a listening socket inherited across `exec` (a binary upgrade,
+/// or systemd's socket activation). Refuses an fd that is not an open, listening
+/// TCP socket, so a wrong `FERRICORN_LISTEN_FDS` or `LISTEN_FDS` cannot make this
+/// process own a random descriptor.
 pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpListener> {
     use std::os::fd::FromRawFd;
     // SAFETY: `fstat` only reads the descriptor table; an invalid fd is an error.
@@ -45,12 +46,23 @@ pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpLi
     // SAFETY: the fd is open and a socket (checked above), and it was handed to this
     // process to own: nothing else in this process refers to it.
     let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
-    if !socket.is_listener()? {
+    let refuse = |socket: socket2::Socket, why: &str| {
         std::mem::forget(socket); // not ours to close
-        return Err(std::io::Error::new(
+        Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("inherited fd {fd} is not a listening socket"),
-        ));
+            format!("inherited fd {fd} {why}"),
+        ))
+    };
+    if !socket.is_listener()? {
+        return refuse(socket, "is not a listening socket");
+    }
+    match (socket.domain()?, socket.r#type()?) {
+        (socket2::Domain::IPV4 | socket2::Domain::IPV6, socket2::Type::STREAM) => {}
+        (socket2::Domain::UNIX, _) => return refuse(
+            socket,
+            "is a unix socket; ferricorn listens on TCP only (unix sockets are not supported yet)",
+        ),
+        _ => return refuse(socket, "is not a TCP socket"),
     }
     socket.set_cloexec(true)?;
     socket.set_nonblocking(true)?;

@@ -22,6 +22,8 @@ use nix::unistd::Pid;
 use crate::listeners::Listener;
 
 pub const LISTEN_FDS_ENV: &str = "FERRICORN_LISTEN_FDS";
+/// Those of the listening fds that systemd passed (see `Listener::activated`).
+pub const ACTIVATED_FDS_ENV: &str = "FERRICORN_ACTIVATED_FDS";
 pub const WORKERS_ENV: &str = "FERRICORN_INHERITED_WORKERS";
 
 /// How this process was started, captured before anything changes directory.
@@ -57,7 +59,10 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
         return Ok(None);
     };
     let workers = std::env::var_os(WORKERS_ENV).unwrap_or_default();
+    let activated = std::env::var_os(ACTIVATED_FDS_ENV).unwrap_or_default();
+    let activated: Vec<&str> = activated.to_str().unwrap_or_default().split(',').collect();
     std::env::remove_var(LISTEN_FDS_ENV);
+    std::env::remove_var(ACTIVATED_FDS_ENV);
     std::env::remove_var(WORKERS_ENV);
     let mut listeners = Vec::new();
     for fd in fds.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
@@ -69,7 +74,11 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
         })?;
         let socket = crate::sys::adopt_listener(fd)?;
         let addr = socket.local_addr()?;
-        listeners.push(Listener { socket, addr });
+        listeners.push(Listener {
+            socket,
+            addr,
+            activated: activated.contains(&fd.to_string().as_str()),
+        });
     }
     let workers = workers
         .to_string_lossy()
@@ -92,6 +101,11 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         .iter()
         .map(|l| l.socket.as_raw_fd().to_string())
         .collect();
+    let activated: Vec<String> = listeners
+        .iter()
+        .filter(|l| l.activated)
+        .map(|l| l.socket.as_raw_fd().to_string())
+        .collect();
     let pids: Vec<String> = workers.iter().map(|p| p.to_string()).collect();
     let cstr = |b: &[u8]| {
         CString::new(b).map_err(|_| {
@@ -106,7 +120,7 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         }
         let mut env = Vec::new();
         for (k, v) in std::env::vars_os() {
-            if k != LISTEN_FDS_ENV && k != WORKERS_ENV {
+            if k != LISTEN_FDS_ENV && k != ACTIVATED_FDS_ENV && k != WORKERS_ENV {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
@@ -115,6 +129,9 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         }
         env.push(cstr(
             format!("{LISTEN_FDS_ENV}={}", fds.join(",")).as_bytes(),
+        )?);
+        env.push(cstr(
+            format!("{ACTIVATED_FDS_ENV}={}", activated.join(",")).as_bytes(),
         )?);
         env.push(cstr(
             format!("{WORKERS_ENV}={}", pids.join(",")).as_bytes(),

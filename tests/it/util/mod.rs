@@ -139,6 +139,7 @@ pub struct ServerBuilder {
     chdir: PathBuf,
     wrapper: Vec<String>,
     allow_core_dumps: bool,
+    fd_3: Option<std::os::fd::RawFd>,
     program: PathBuf,
     cwd: Option<PathBuf>,
 }
@@ -155,6 +156,7 @@ impl ServerBuilder {
             chdir: apps_dir(),
             wrapper: Vec::new(),
             allow_core_dumps: false,
+            fd_3: None,
             program: PathBuf::from(BIN),
             cwd: None,
         }
@@ -223,6 +225,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Give the process `fd` (open in this test process) as its fd 3, where
+    /// systemd puts the first socket it passes.
+    pub fn fd_3(mut self, fd: std::os::fd::RawFd) -> Self {
+        self.fd_3 = Some(fd);
+        self
+    }
+
     /// Start with an unlimited core-file size, so a test can see whether the
     /// process would dump core.
     pub fn allow_core_dumps(mut self) -> Self {
@@ -282,6 +291,25 @@ impl ServerBuilder {
                         inf,
                     )
                     .map_err(std::io::Error::from)
+                });
+            }
+        }
+        if let Some(fd) = self.fd_3 {
+            // SAFETY: dup2 and fcntl are async-signal-safe and touch no shared
+            // state. The copy at 3 is not close-on-exec, so it survives the exec;
+            // when `fd` is 3 already, dup2 would leave its close-on-exec flag.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let ok = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0) == 0
+                    } else {
+                        libc::dup2(fd, 3) == 3
+                    };
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
                 });
             }
         }

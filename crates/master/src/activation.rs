@@ -1,0 +1,48 @@
+//! Socket activation: listening sockets systemd opened and passed to this process
+//! (fds from 3 on, `LISTEN_FDS` of them, for the pid in `LISTEN_PID`), as
+//! sd_listen_fds(3) describes. systemd keeps them open across restarts of the
+//! service, so connections that arrive while it restarts wait instead of being
+//! refused.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::listeners::Listener;
+
+/// The first fd systemd passes (`SD_LISTEN_FDS_START`).
+const FIRST_FD: RawFd = 3;
+
+/// The sockets systemd passed to this process, if any. The variables are removed
+/// either way, as sd_listen_fds(3) does when asked to: workers, the app and the
+/// processes it starts must not take the sockets for theirs.
+pub fn take_activated() -> io::Result<Option<Vec<Listener>>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Ok(None);
+    };
+    // Set for another process (a parent that passed its environment on): not ours.
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let count: RawFd = count.trim().parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("LISTEN_FDS: `{count}` is not a number of sockets"),
+        )
+    })?;
+    let mut listeners = Vec::new();
+    for fd in FIRST_FD..FIRST_FD.saturating_add(count) {
+        let socket = crate::sys::adopt_listener(fd)?;
+        let addr = socket.local_addr()?;
+        listeners.push(Listener {
+            socket,
+            addr,
+            activated: true,
+        });
+    }
+    Ok(Some(listeners))
+}
