@@ -112,7 +112,7 @@ impl ferricorn_master::ForkHooks for PythonFork {
 }
 
 /// gunicorn hooks that run in the master's moments (in a child Python).
-const MASTER_HOOKS: [&str; 3] = ["on_starting", "when_ready", "on_exit"];
+const MASTER_HOOKS: [&str; 4] = ["on_starting", "on_reload", "when_ready", "on_exit"];
 
 /// Run a master hook of the gunicorn.conf.py, if it defines one, in a child Python
 /// process: the master itself runs no Python. Its output goes to the error log.
@@ -410,13 +410,19 @@ fn serve(config: &Config) -> Exit {
     // HUP: the same command line and environment, read again from the start directory
     // (where a relative -c path and ./ferricorn.toml are found).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // on_reload runs as gunicorn runs it: first, with the configuration in force.
+    let mut in_force = config.clone();
     let mut reload = || -> Result<Config, String> {
+        master_hook(&in_force, "on_reload");
         let here = std::env::current_dir().map_err(|e| e.to_string())?;
         std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
         let result = parse_cli(args.clone())
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
             .and_then(|cli| Config::resolve(cli, &process_env()).map_err(|e| e.to_string()));
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
+        if let Ok(new) = &result {
+            in_force = new.clone();
+        }
         result
     };
     if let Some(name) = &config.proc_name {

@@ -535,6 +535,41 @@ def pre_exec(server):
 }
 
 #[test]
+fn on_reload_runs_on_hup_before_the_configuration_is_read_again() {
+    let dir = scratch("hooks-reload");
+    let marks = dir.join("marks.txt");
+    let conf = |workers: u32| {
+        format!(
+            r#"MARKS = {marks:?}
+bind = "127.0.0.1:0"
+workers = {workers}
+
+def on_reload(server):
+    with open(MARKS, "a") as f:
+        f.write(f"on_reload master={{server.pid}} workers={{server.num_workers}}\n")
+"#
+        )
+    };
+    std::fs::write(dir.join("gunicorn.conf.py"), conf(1)).unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_default_bind()
+        .no_workers_flag()
+        .cwd(&dir)
+        .start();
+    assert!(!server.log().contains("`on_reload`"), "{}", server.log());
+    std::fs::write(dir.join("gunicorn.conf.py"), conf(2)).unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_log(|l| l.contains("reloading (new generation of 2 workers)"), T);
+    // Run before the file was read again: it saw the configuration then in force.
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap_or_default(),
+        format!("on_reload master={} workers=1\n", server.pid),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn post_request_runs_when_a_paused_response_ends_whole_or_cut() {
     let dir = scratch("hooks-paused");
     let marks = dir.join("marks.txt");

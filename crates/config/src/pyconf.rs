@@ -115,6 +115,7 @@ pub const HOOKS: &[&str] = &[
 /// master runs none itself) and in each worker's interpreter.
 pub const RUN_HOOKS: &[&str] = &[
     "on_starting",
+    "on_reload",
     "when_ready",
     "on_exit",
     "post_fork",
