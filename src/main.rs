@@ -369,7 +369,7 @@ fn serve(config: &Config) -> Exit {
             },
             proxy: config.proxy_protocol.clone(),
             body_buffer: config.body_buffer_size,
-            read_at_accept: config.defer_accept,
+            read_at_accept: false, // set from the sockets in `spawn`
         },
         max_requests: config.max_requests,
         max_requests_jitter: config.max_requests_jitter,
@@ -397,7 +397,11 @@ fn serve(config: &Config) -> Exit {
         sendfile: config.sendfile,
     };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
-        let opts = worker_options(config, child.worker_id);
+        let mut opts = worker_options(config, child.worker_id);
+        // What the sockets do, not what the configuration asks: sockets from systemd
+        // carry their unit's options, and reading a connection the kernel handed over
+        // before its bytes came costs a read that finds nothing.
+        opts.settings.read_at_accept = child.listeners.iter().all(ferricorn_master::defers_accepts);
         ferricorn_worker::run(
             opts,
             child.listeners,

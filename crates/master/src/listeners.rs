@@ -4,13 +4,13 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use ferricorn_config::Bind;
-use nix::{setsockopt_impl, sockopt_impl};
+use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use socket2::{Domain, Protocol, Socket, Type};
 
 sockopt_impl!(
     /// Linux's TCP_DEFER_ACCEPT (seconds), which nix does not name.
     TcpDeferAccept,
-    SetOnly,
+    Both,
     libc::IPPROTO_TCP,
     libc::TCP_DEFER_ACCEPT,
     libc::c_int
@@ -127,6 +127,12 @@ fn set_defer_accept(socket: &impl std::os::fd::AsFd, on: bool) -> io::Result<()>
     let seconds = if on { DEFER_ACCEPT_SECONDS } else { 0 };
     nix::sys::socket::setsockopt(socket, TcpDeferAccept, &seconds)?;
     Ok(())
+}
+
+/// Whether the kernel hands this socket's connections over only once data has come
+/// (`TCP_DEFER_ACCEPT` set, by ferricorn or by a systemd unit's `DeferAcceptSec=`).
+pub fn defers_accepts(socket: &TcpListener) -> bool {
+    nix::sys::socket::getsockopt(socket, TcpDeferAccept).is_ok_and(|s| s > 0)
 }
 
 /// Whether `listeners` are the sockets `binds` asks for (a port 0 bind matches any
