@@ -28,14 +28,18 @@ pub fn take_activated() -> io::Result<Option<Vec<Listener>>> {
     if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
         return Ok(None);
     }
-    let count: RawFd = count.trim().parse().map_err(|_| {
+    let count: u16 = count.trim().parse().map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("LISTEN_FDS: `{count}` is not a number of sockets"),
         )
     })?;
+    if count == 0 {
+        // Activated, with no socket: bind as configured (sd_listen_fds gives 0).
+        return Ok(None);
+    }
     let mut listeners = Vec::new();
-    for fd in FIRST_FD..FIRST_FD.saturating_add(count) {
+    for fd in FIRST_FD..FIRST_FD + RawFd::from(count) {
         let socket = crate::sys::adopt_listener(fd)?;
         let addr = socket.local_addr()?;
         listeners.push(Listener {
