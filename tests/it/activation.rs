@@ -115,3 +115,28 @@ fn variables_set_for_another_process_are_ignored_and_not_passed_on() {
         .text();
     assert_eq!(seen, "<unset>");
 }
+
+#[test]
+fn no_socket_passed_means_binding_as_configured_and_a_bad_count_is_refused() {
+    // LISTEN_FDS=0: activated, but with nothing to take (sd_listen_fds gives 0).
+    let none = ServerBuilder::new("basic:app")
+        .wrapped_in(&["sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=0 exec \"$0\" \"$@\""])
+        .start();
+    assert!(!none.log().contains("from systemd"), "{}", none.log());
+    assert_eq!(http::get(none.addr(), "/").unwrap().status, 200);
+
+    let mut bad = ServerBuilder::new("basic:app")
+        .wrapped_in(&[
+            "sh",
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=lots exec \"$0\" \"$@\"",
+        ])
+        .spawn();
+    let status = bad.wait_exit(T);
+    let log = bad.log();
+    assert_eq!(status.code(), Some(5), "{log}");
+    assert!(
+        log.contains("cannot take the sockets systemd passed (LISTEN_FDS): LISTEN_FDS: `lots` is not a number of sockets"),
+        "{log}"
+    );
+}
