@@ -112,12 +112,55 @@ impl ferricorn_master::ForkHooks for PythonFork {
 }
 
 /// gunicorn hooks that run in the master's moments (in a child Python).
-const MASTER_HOOKS: [&str; 4] = ["on_starting", "on_reload", "when_ready", "on_exit"];
+const MASTER_HOOKS: [&str; 7] = [
+    "nworkers_changed",
+    "on_starting",
+    "on_reload",
+    "when_ready",
+    "child_exit",
+    "on_exit",
+    "pre_exec",
+];
+
+/// gunicorn's hooks for the master's later moments: `child_exit`, `nworkers_changed`
+/// and `pre_exec`, each in a child Python as the others.
+struct HookEvents {
+    hooks: Option<(PathBuf, Vec<String>)>,
+    /// What `server.num_workers` says.
+    workers: u32,
+}
+
+impl ferricorn_master::MasterEvents for HookEvents {
+    fn worker_exited(&mut self, pid: i32, worker_id: u32) {
+        let extra = [pid.to_string(), worker_id.to_string()];
+        run_master_hook(&self.hooks, self.workers, "child_exit", &extra);
+    }
+    fn workers_changed(&mut self, new: u32, old: u32) {
+        self.workers = new;
+        let extra = [new.to_string(), old.to_string()];
+        run_master_hook(&self.hooks, self.workers, "nworkers_changed", &extra);
+    }
+    fn upgrading(&mut self) {
+        run_master_hook(&self.hooks, self.workers, "pre_exec", &[]);
+    }
+}
 
 /// Run a master hook of the gunicorn.conf.py, if it defines one, in a child Python
 /// process: the master itself runs no Python. Its output goes to the error log.
 fn master_hook(config: &Config, name: &str) {
-    let Some((file, names)) = &config.hooks else {
+    run_master_hook(&config.hooks, config.workers, name, &[]);
+}
+
+/// `master_hook` with what the hook is told besides the server: `extra` goes to
+/// hooks.py's `run_master_hook` (a worker's pid and id for `child_exit`, the new and
+/// old counts for `nworkers_changed`).
+fn run_master_hook(
+    hooks: &Option<(PathBuf, Vec<String>)>,
+    workers: u32,
+    name: &str,
+    extra: &[String],
+) {
+    let Some((file, names)) = hooks else {
         return;
     };
     if !names.iter().any(|n| n == name) {
@@ -126,14 +169,15 @@ fn master_hook(config: &Config, name: &str) {
     let Some(python) = process_env().python else {
         return;
     };
-    let script = format!("{}\nimport sys\nrun_master_hook(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))\n", ferricorn_wsgi::HOOKS_PY);
+    let script = format!("{}\nimport sys\nrun_master_hook(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])\n", ferricorn_wsgi::HOOKS_PY);
     let status = std::process::Command::new(python)
         .arg("-c")
         .arg(script)
         .arg(file)
         .arg(name)
         .arg(std::process::id().to_string())
-        .arg(config.workers.to_string())
+        .arg(workers.to_string())
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .status();
     match status {
@@ -232,7 +276,14 @@ fn serve(config: &Config) -> Exit {
         }
     };
     // After taking the sockets: they are close-on-exec by now, so the hook's Python
-    // does not hold a copy.
+    // does not hold a copy. As in gunicorn, nworkers_changed first learns the count
+    // with no old one.
+    run_master_hook(
+        &config.hooks,
+        config.workers,
+        "nworkers_changed",
+        &[config.workers.to_string(), String::new()],
+    );
     master_hook(config, "on_starting");
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -440,9 +491,17 @@ fn serve(config: &Config) -> Exit {
         start,
         &mut reload,
         &mut spawn,
-        config
-            .preload
-            .then(|| Box::new(PythonFork::default()) as Box<dyn ferricorn_master::ForkHooks>),
+        ferricorn_master::Hooks {
+            fork: config
+                .preload
+                .then(|| Box::new(PythonFork::default()) as Box<dyn ferricorn_master::ForkHooks>),
+            events: config.hooks.clone().map(|hooks| {
+                Box::new(HookEvents {
+                    hooks: Some(hooks),
+                    workers: config.workers,
+                }) as Box<dyn ferricorn_master::MasterEvents>
+            }),
+        },
     );
     if let Some(p) = pidfile {
         p.remove();

@@ -491,7 +491,7 @@ def worker_exit(server, worker):
 def on_exit(server):
     mark("on_exit")
 
-def pre_exec(server):
+def worker_int(worker):
     pass
 "#
         ),
@@ -528,7 +528,7 @@ def pre_exec(server):
     assert!(
         server
             .log()
-            .contains("server hook `pre_exec` in gunicorn.conf.py is not run"),
+            .contains("server hook `worker_int` in gunicorn.conf.py is not run"),
         "{}",
         server.log()
     );
@@ -567,6 +567,78 @@ def on_reload(server):
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn nworkers_changed_child_exit_and_pre_exec_run_at_the_masters_moments() {
+    let _exclusive = crate::util::exclusive();
+    let dir = scratch("hooks-master-events");
+    let marks = dir.join("marks.txt");
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        format!(
+            r#"MARKS = {marks:?}
+bind = "127.0.0.1:0"
+workers = 1
+
+def mark(text):
+    with open(MARKS, "a") as f:
+        f.write(text + "\n")
+
+def nworkers_changed(server, new_value, old_value):
+    mark(f"nworkers_changed {{new_value}} {{old_value}} num_workers={{server.num_workers}}")
+
+def child_exit(server, worker):
+    mark(f"child_exit pid={{worker.pid}} age={{worker.age}} master={{server.pid}}")
+
+def pre_exec(server):
+    mark(f"pre_exec master={{server.pid}}")
+"#
+        ),
+    )
+    .unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .no_default_bind()
+        .no_workers_flag()
+        .cwd(&dir)
+        .start();
+    let marked = |text: &str| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let all = std::fs::read_to_string(&marks).unwrap_or_default();
+            if all.lines().any(|l| l == text) || std::time::Instant::now() > deadline {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let master = server.pid;
+    let first = crate::util::worker_pid(server.addr());
+    assert!(
+        marked("nworkers_changed 1 None num_workers=1").starts_with("nworkers_changed 1 None"),
+        "{}",
+        server.log()
+    );
+
+    server.signal(Signal::SIGTTIN);
+    let all = marked("nworkers_changed 2 1 num_workers=2");
+    assert!(
+        all.contains("nworkers_changed 2 1 num_workers=2\n"),
+        "{all}"
+    );
+
+    // A worker ends (SIGTERM from outside): the master reaps it and runs child_exit.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), Signal::SIGTERM).unwrap();
+    let want = format!("child_exit pid={first} age=1 master={master}");
+    let all = marked(&want);
+    assert!(all.lines().any(|l| l == want), "{all}\n{}", server.log());
+
+    server.signal(Signal::SIGUSR2);
+    server.wait_log(|l| l.contains("Upgraded: adopted"), T);
+    let want = format!("pre_exec master={master}");
+    let all = marked(&want);
+    assert!(all.lines().any(|l| l == want), "{all}");
+    assert!(!server.log().contains("is not run"), "{}", server.log());
 }
 
 #[test]

@@ -53,6 +53,24 @@ pub trait ForkHooks {
 
 /// Read the configuration again (HUP): the same command line, environment and
 /// config file as at start. An error keeps the current configuration.
+/// The master's moments that gunicorn's `child_exit` and `nworkers_changed` hooks
+/// are for, told after the fact from the master's loop.
+pub trait MasterEvents {
+    /// A worker was reaped (whatever ended it).
+    fn worker_exited(&mut self, pid: i32, worker_id: u32);
+    /// The number of workers asked for changed (TTIN, TTOU, a reload).
+    fn workers_changed(&mut self, new: u32, old: u32);
+    /// The master is about to re-execute itself (USR2).
+    fn upgrading(&mut self);
+}
+
+/// What the binary hooks into the master, each optional.
+#[derive(Default)]
+pub struct Hooks {
+    pub fork: Option<Box<dyn ForkHooks>>,
+    pub events: Option<Box<dyn MasterEvents>>,
+}
+
 pub type ReloadFn<'a> = dyn FnMut() -> Result<Config, String> + 'a;
 
 const SIGNAL_TOKEN: Token = Token(0);
@@ -80,9 +98,14 @@ pub fn run(
     start: Option<StartInfo>,
     reload: &mut ReloadFn<'_>,
     spawn: &mut SpawnFn<'_>,
-    fork_hooks: Option<Box<dyn ForkHooks>>,
+    hooks: Hooks,
 ) -> Exit {
-    match Master::new(config, listeners, adopted, start).map(|m| Master { fork_hooks, ..m }) {
+    let master = Master::new(config, listeners, adopted, start).map(|m| Master {
+        fork_hooks: hooks.fork,
+        events: hooks.events,
+        ..m
+    });
+    match master {
         Ok(mut master) => master.run(reload, spawn),
         Err(e) => {
             error!("master failed to start: {e}");
@@ -117,6 +140,7 @@ struct Recycle {
 
 struct Master {
     config: Config,
+    events: Option<Box<dyn MasterEvents>>,
     pid: Pid,
     listeners: Vec<Listener>,
     signals: Option<SelfPipe>,
@@ -184,6 +208,7 @@ impl Master {
             last_timeout_check: now,
             start,
             fork_hooks: None,
+            events: None,
         })
     }
 
@@ -298,15 +323,17 @@ impl Master {
                 self.next_spawn_at = Instant::now();
             }
             Action::AddWorker => {
-                self.target = self
+                let target = self
                     .target
                     .saturating_add(d.count)
                     .min(MAX_WORKERS as u32 / 2);
-                info!("Handling signal: {name}{from}: workers now {}", self.target);
+                info!("Handling signal: {name}{from}: workers now {target}");
+                self.set_target(target);
             }
             Action::RemoveWorker => {
-                self.target = self.target.saturating_sub(d.count).max(1);
-                info!("Handling signal: {name}{from}: workers now {}", self.target);
+                let target = self.target.saturating_sub(d.count).max(1);
+                info!("Handling signal: {name}{from}: workers now {target}");
+                self.set_target(target);
             }
             Action::ReopenLogs => {
                 if let Some(path) = &self.config.error_log {
@@ -346,8 +373,18 @@ impl Master {
             }
         }
         log::set_max_level(new.log_level);
-        self.target = new.workers;
+        self.set_target(new.workers);
         self.config = new;
+    }
+
+    /// The number of workers to keep from now on; the events hear of a change.
+    fn set_target(&mut self, target: u32) {
+        let old = std::mem::replace(&mut self.target, target);
+        if old != target {
+            if let Some(events) = self.events.as_mut() {
+                events.workers_changed(target, old);
+            }
+        }
     }
 
     /// Re-execute the binary in place, keeping sockets and workers (see `upgrade`).
@@ -373,6 +410,9 @@ impl Master {
             self.listeners.len(),
             workers.len()
         );
+        if let Some(events) = self.events.as_mut() {
+            events.upgrading();
+        }
         let err = upgrade::exec(&start, &self.listeners, &workers);
         error!(
             "Upgrade failed: cannot exec {}: {err}; still running the current binary",
@@ -590,6 +630,9 @@ impl Master {
             debug!("reaped unknown child {pid} ({end})");
             return;
         };
+        if let Some(events) = self.events.as_mut() {
+            events.worker_exited(pid.as_raw(), slot.id);
+        }
         if let Some(board) = self.scoreboard.as_ref() {
             board.release(slot.slot);
         }

@@ -42,7 +42,15 @@ class Response:
         self.headers = headers
 
 
-def run_master_hook(path, name, master_pid, workers):
-    """For the master's hooks, run in a child Python (the master runs none)."""
-    hooks, server, _ = load(path, [name], 0, master_pid, workers)
-    hooks[name](server)
+def run_master_hook(path, name, master_pid, workers, *extra):
+    """For the master's hooks, run in a child Python (the master runs none).
+    child_exit gets the reaped worker's pid and id (gunicorn's age); nworkers_changed
+    the new count and the old one ("" the first time: None)."""
+    hooks, server, worker = load(path, [name], 0, master_pid, workers)
+    if name == "child_exit":
+        worker.pid, worker.age, worker.alive = int(extra[0]), int(extra[1]), False
+        hooks[name](server, worker)
+    elif name == "nworkers_changed":
+        hooks[name](server, int(extra[0]), int(extra[1]) if extra[1] else None)
+    else:
+        hooks[name](server)
