@@ -534,30 +534,30 @@ def worker_int(worker):
     );
 }
 
+/// Write `dir`/gunicorn.conf.py: any port, `workers`, a `mark(text)` that appends a
+/// line to the returned file, then `hooks`.
+fn write_hooks_conf(dir: &Path, workers: u32, hooks: &str) -> std::path::PathBuf {
+    let marks = dir.join("marks.txt");
+    let head = format!(
+        "MARKS = {marks:?}\nbind = \"127.0.0.1:0\"\nworkers = {workers}\n\n\
+         def mark(text):\n    with open(MARKS, \"a\") as f:\n        f.write(text + \"\\n\")\n\n"
+    );
+    std::fs::write(dir.join("gunicorn.conf.py"), head + hooks).unwrap();
+    marks
+}
+
 #[test]
 fn on_reload_runs_on_hup_before_the_configuration_is_read_again() {
     let dir = scratch("hooks-reload");
-    let marks = dir.join("marks.txt");
-    let conf = |workers: u32| {
-        format!(
-            r#"MARKS = {marks:?}
-bind = "127.0.0.1:0"
-workers = {workers}
-
-def on_reload(server):
-    with open(MARKS, "a") as f:
-        f.write(f"on_reload master={{server.pid}} workers={{server.num_workers}}\n")
-"#
-        )
-    };
-    std::fs::write(dir.join("gunicorn.conf.py"), conf(1)).unwrap();
+    let on_reload = "def on_reload(server):\n    mark(f\"on_reload master={server.pid} workers={server.num_workers}\")\n";
+    let marks = write_hooks_conf(&dir, 1, on_reload);
     let server = ServerBuilder::new("basic:app")
         .no_default_bind()
         .no_workers_flag()
         .cwd(&dir)
         .start();
     assert!(!server.log().contains("`on_reload`"), "{}", server.log());
-    std::fs::write(dir.join("gunicorn.conf.py"), conf(2)).unwrap();
+    write_hooks_conf(&dir, 2, on_reload);
     server.signal(Signal::SIGHUP);
     server.wait_log(|l| l.contains("reloading (new generation of 2 workers)"), T);
     // Run before the file was read again: it saw the configuration then in force.
@@ -573,30 +573,19 @@ def on_reload(server):
 fn nworkers_changed_child_exit_and_pre_exec_run_at_the_masters_moments() {
     let _exclusive = crate::util::exclusive();
     let dir = scratch("hooks-master-events");
-    let marks = dir.join("marks.txt");
-    std::fs::write(
-        dir.join("gunicorn.conf.py"),
-        format!(
-            r#"MARKS = {marks:?}
-bind = "127.0.0.1:0"
-workers = 1
-
-def mark(text):
-    with open(MARKS, "a") as f:
-        f.write(text + "\n")
-
-def nworkers_changed(server, new_value, old_value):
-    mark(f"nworkers_changed {{new_value}} {{old_value}} num_workers={{server.num_workers}}")
+    let marks = write_hooks_conf(
+        &dir,
+        1,
+        r#"def nworkers_changed(server, new_value, old_value):
+    mark(f"nworkers_changed {new_value} {old_value} num_workers={server.num_workers}")
 
 def child_exit(server, worker):
-    mark(f"child_exit pid={{worker.pid}} age={{worker.age}} master={{server.pid}}")
+    mark(f"child_exit pid={worker.pid} age={worker.age} master={server.pid}")
 
 def pre_exec(server):
-    mark(f"pre_exec master={{server.pid}}")
-"#
-        ),
-    )
-    .unwrap();
+    mark(f"pre_exec master={server.pid}")
+"#,
+    );
     let server = ServerBuilder::new("basic:app")
         .no_default_bind()
         .no_workers_flag()
@@ -644,21 +633,11 @@ def pre_exec(server):
 #[test]
 fn post_request_runs_when_a_paused_response_ends_whole_or_cut() {
     let dir = scratch("hooks-paused");
-    let marks = dir.join("marks.txt");
-    std::fs::write(
-        dir.join("gunicorn.conf.py"),
-        format!(
-            r#"MARKS = {marks:?}
-bind = "127.0.0.1:0"
-workers = 1
-
-def post_request(worker, req, environ, resp):
-    with open(MARKS, "a") as f:
-        f.write(f"post_request {{req.path}} {{resp.status_code}}\n")
-"#
-        ),
-    )
-    .unwrap();
+    let marks = write_hooks_conf(
+        &dir,
+        1,
+        "def post_request(worker, req, environ, resp):\n    mark(f\"post_request {req.path} {resp.status_code}\")\n",
+    );
     let server = ServerBuilder::new("basic:app")
         .no_default_bind()
         .no_workers_flag()
