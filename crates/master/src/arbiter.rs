@@ -51,9 +51,7 @@ pub trait ForkHooks {
     fn after_child(&mut self);
 }
 
-/// Read the configuration again (HUP): the same command line, environment and
-/// config file as at start. An error keeps the current configuration.
-/// The master's moments that gunicorn's `child_exit` and `nworkers_changed` hooks
+/// The master's moments that gunicorn's `child_exit`, `nworkers_changed` and `pre_exec` hooks
 /// are for, told after the fact from the master's loop.
 pub trait MasterEvents {
     /// A worker was reaped (whatever ended it).
@@ -71,6 +69,8 @@ pub struct Hooks {
     pub events: Option<Box<dyn MasterEvents>>,
 }
 
+/// Read the configuration again (HUP): the same command line, environment and
+/// config file as at start. An error keeps the current configuration.
 pub type ReloadFn<'a> = dyn FnMut() -> Result<Config, String> + 'a;
 
 const SIGNAL_TOKEN: Token = Token(0);
@@ -140,7 +140,6 @@ struct Recycle {
 
 struct Master {
     config: Config,
-    events: Option<Box<dyn MasterEvents>>,
     pid: Pid,
     listeners: Vec<Listener>,
     signals: Option<SelfPipe>,
@@ -159,6 +158,7 @@ struct Master {
     last_timeout_check: Instant,
     start: Option<StartInfo>,
     fork_hooks: Option<Box<dyn ForkHooks>>,
+    events: Option<Box<dyn MasterEvents>>,
 }
 
 impl Master {
