@@ -15,15 +15,29 @@ use crate::util::{http, scratch, ServerBuilder};
 
 const T: Duration = Duration::from_secs(15);
 
-/// What systemd sets for the process it starts, here for the pid the shell execs
-/// ferricorn as.
-const AS_SYSTEMD: &str = "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=web exec \"$0\" \"$@\"";
+/// Started as systemd starts a service: a shell sets `LISTEN_FDS` (as given) and
+/// `LISTEN_PID` for its own pid, then execs ferricorn in its place.
+fn as_systemd(builder: ServerBuilder, fds: &str) -> ServerBuilder {
+    let script = format!("LISTEN_PID=$$ LISTEN_FDS={fds} LISTEN_FDNAMES=web exec \"$0\" \"$@\"");
+    builder.wrapped_in(&["sh", "-c", &script])
+}
 
 fn activated(socket: RawFd) -> ServerBuilder {
-    ServerBuilder::new("basic:app")
+    let builder = ServerBuilder::new("basic:app")
         .no_default_bind()
-        .fd_3(socket)
-        .wrapped_in(&["sh", "-c", AS_SYSTEMD])
+        .fd_3(socket);
+    as_systemd(builder, "1")
+}
+
+/// The server exits 5 before any worker starts, saying `why` in one line.
+fn assert_refused(builder: ServerBuilder, why: &str) {
+    let mut server = builder.spawn();
+    let status = server.wait_exit(T);
+    let log = server.log();
+    assert_eq!(status.code(), Some(5), "{log}");
+    let line = format!("cannot take the sockets systemd passed (LISTEN_FDS): {why}");
+    assert!(log.contains(&line), "{log}");
+    assert!(!log.contains("Booting worker"), "{log}");
 }
 
 fn send_request(addr: std::net::SocketAddr) -> TcpStream {
@@ -90,15 +104,10 @@ fn sockets_from_systemd_are_served_and_kept_listening_across_restarts() {
 fn a_unix_socket_from_systemd_is_refused_in_one_line_before_anything_starts() {
     let dir = scratch("activation-unix");
     let socket = std::os::unix::net::UnixListener::bind(dir.join("web.sock")).unwrap();
-    let mut server = activated(socket.as_raw_fd()).spawn();
-    let status = server.wait_exit(T);
-    let log = server.log();
-    assert_eq!(status.code(), Some(5), "{log}");
-    assert!(
-        log.contains("cannot take the sockets systemd passed (LISTEN_FDS): inherited fd 3 is a unix socket; ferricorn listens on TCP only"),
-        "{log}"
+    assert_refused(
+        activated(socket.as_raw_fd()),
+        "inherited fd 3 is a unix socket; ferricorn listens on TCP only",
     );
-    assert!(!log.contains("Booting worker"), "{log}");
 }
 
 #[test]
@@ -119,24 +128,12 @@ fn variables_set_for_another_process_are_ignored_and_not_passed_on() {
 #[test]
 fn no_socket_passed_means_binding_as_configured_and_a_bad_count_is_refused() {
     // LISTEN_FDS=0: activated, but with nothing to take (sd_listen_fds gives 0).
-    let none = ServerBuilder::new("basic:app")
-        .wrapped_in(&["sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=0 exec \"$0\" \"$@\""])
-        .start();
+    let none = as_systemd(ServerBuilder::new("basic:app"), "0").start();
     assert!(!none.log().contains("from systemd"), "{}", none.log());
     assert_eq!(http::get(none.addr(), "/").unwrap().status, 200);
 
-    let mut bad = ServerBuilder::new("basic:app")
-        .wrapped_in(&[
-            "sh",
-            "-c",
-            "LISTEN_PID=$$ LISTEN_FDS=lots exec \"$0\" \"$@\"",
-        ])
-        .spawn();
-    let status = bad.wait_exit(T);
-    let log = bad.log();
-    assert_eq!(status.code(), Some(5), "{log}");
-    assert!(
-        log.contains("cannot take the sockets systemd passed (LISTEN_FDS): LISTEN_FDS: `lots` is not a number of sockets"),
-        "{log}"
+    assert_refused(
+        as_systemd(ServerBuilder::new("basic:app"), "lots"),
+        "LISTEN_FDS: `lots` is not a number of sockets",
     );
 }
