@@ -125,7 +125,7 @@ const MASTER_HOOKS: [&str; 7] = [
 /// gunicorn's hooks for the master's later moments: `child_exit`, `nworkers_changed`
 /// and `pre_exec`, each in a child Python as the others.
 struct HookEvents {
-    hooks: Option<(PathBuf, Vec<String>)>,
+    hooks: (PathBuf, Vec<String>),
     /// What `server.num_workers` says.
     workers: u32,
 }
@@ -133,29 +133,29 @@ struct HookEvents {
 impl ferricorn_master::MasterEvents for HookEvents {
     fn worker_exited(&mut self, pid: i32, worker_id: u32) {
         let extra = [pid.to_string(), worker_id.to_string()];
-        run_master_hook(&self.hooks, self.workers, "child_exit", &extra);
+        run_master_hook(Some(&self.hooks), self.workers, "child_exit", &extra);
     }
     fn workers_changed(&mut self, new: u32, old: u32) {
         self.workers = new;
         let extra = [new.to_string(), old.to_string()];
-        run_master_hook(&self.hooks, self.workers, "nworkers_changed", &extra);
+        run_master_hook(Some(&self.hooks), self.workers, "nworkers_changed", &extra);
     }
     fn upgrading(&mut self) {
-        run_master_hook(&self.hooks, self.workers, "pre_exec", &[]);
+        run_master_hook(Some(&self.hooks), self.workers, "pre_exec", &[]);
     }
 }
 
 /// Run a master hook of the gunicorn.conf.py, if it defines one, in a child Python
 /// process: the master itself runs no Python. Its output goes to the error log.
 fn master_hook(config: &Config, name: &str) {
-    run_master_hook(&config.hooks, config.workers, name, &[]);
+    run_master_hook(config.hooks.as_ref(), config.workers, name, &[]);
 }
 
 /// `master_hook` with what the hook is told besides the server: `extra` goes to
 /// hooks.py's `run_master_hook` (a worker's pid and id for `child_exit`, the new and
 /// old counts for `nworkers_changed`).
 fn run_master_hook(
-    hooks: &Option<(PathBuf, Vec<String>)>,
+    hooks: Option<&(PathBuf, Vec<String>)>,
     workers: u32,
     name: &str,
     extra: &[String],
@@ -279,7 +279,7 @@ fn serve(config: &Config) -> Exit {
     // does not hold a copy. As in gunicorn, nworkers_changed first learns the count
     // with no old one.
     run_master_hook(
-        &config.hooks,
+        config.hooks.as_ref(),
         config.workers,
         "nworkers_changed",
         &[config.workers.to_string(), String::new()],
@@ -497,7 +497,7 @@ fn serve(config: &Config) -> Exit {
                 .then(|| Box::new(PythonFork::default()) as Box<dyn ferricorn_master::ForkHooks>),
             events: config.hooks.clone().map(|hooks| {
                 Box::new(HookEvents {
-                    hooks: Some(hooks),
+                    hooks,
                     workers: config.workers,
                 }) as Box<dyn ferricorn_master::MasterEvents>
             }),

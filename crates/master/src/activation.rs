@@ -38,15 +38,8 @@ pub fn take_activated() -> io::Result<Option<Vec<Listener>>> {
         // Activated, with no socket: bind as configured (sd_listen_fds gives 0).
         return Ok(None);
     }
-    let mut listeners = Vec::new();
-    for fd in FIRST_FD..FIRST_FD + RawFd::from(count) {
-        let socket = crate::sys::adopt_listener(fd)?;
-        let addr = socket.local_addr()?;
-        listeners.push(Listener {
-            socket,
-            addr,
-            activated: true,
-        });
-    }
+    let listeners = (FIRST_FD..FIRST_FD + RawFd::from(count))
+        .map(|fd| Listener::adopt(fd, true))
+        .collect::<io::Result<Vec<_>>>()?;
     Ok(Some(listeners))
 }

@@ -31,6 +31,19 @@ pub struct Listener {
     pub activated: bool,
 }
 
+impl Listener {
+    /// A listening socket this process was handed as `fd` (see `sys::adopt_listener`).
+    pub fn adopt(fd: std::os::fd::RawFd, activated: bool) -> io::Result<Listener> {
+        let socket = crate::sys::adopt_listener(fd)?;
+        let addr = socket.local_addr()?;
+        Ok(Listener {
+            socket,
+            addr,
+            activated,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("cannot resolve `{bind}`: {source}")]
@@ -51,6 +64,29 @@ pub fn bind_all(
     defer_accept: bool,
 ) -> Result<Vec<Listener>, BindError> {
     let mut out: Vec<Listener> = Vec::new();
+    for (bind, addr) in resolve(binds)? {
+        if out.iter().any(|l| l.addr == addr) {
+            continue;
+        }
+        let socket =
+            listen(addr, backlog, reuse_port, defer_accept).map_err(|source| BindError::Bind {
+                bind: bind.to_string(),
+                addr,
+                source,
+            })?;
+        let addr = socket.local_addr().unwrap_or(addr);
+        out.push(Listener {
+            socket,
+            addr,
+            activated: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Every address of every `Bind`, with the bind it came from.
+fn resolve(binds: &[Bind]) -> Result<Vec<(&Bind, SocketAddr)>, BindError> {
+    let mut out = Vec::new();
     for bind in binds {
         let Bind::Tcp { host, port } = bind;
         let addrs =
@@ -60,24 +96,7 @@ pub fn bind_all(
                     bind: bind.to_string(),
                     source,
                 })?;
-        for addr in addrs {
-            if out.iter().any(|l| l.addr == addr) {
-                continue;
-            }
-            let socket = listen(addr, backlog, reuse_port, defer_accept).map_err(|source| {
-                BindError::Bind {
-                    bind: bind.to_string(),
-                    addr,
-                    source,
-                }
-            })?;
-            let addr = socket.local_addr().unwrap_or(addr);
-            out.push(Listener {
-                socket,
-                addr,
-                activated: false,
-            });
-        }
+        out.extend(addrs.map(|addr| (bind, addr)));
     }
     Ok(out)
 }
@@ -138,14 +157,10 @@ pub fn defers_accepts(socket: &TcpListener) -> bool {
 /// Whether `listeners` are the sockets `binds` asks for (a port 0 bind matches any
 /// port), so that a new configuration that names other addresses can be told apart.
 pub fn match_binds(listeners: &[Listener], binds: &[Bind]) -> bool {
-    let mut wanted = Vec::new();
-    for bind in binds {
-        let Bind::Tcp { host, port } = bind;
-        match (host.as_str(), *port).to_socket_addrs() {
-            Ok(addrs) => wanted.extend(addrs),
-            Err(_) => return false,
-        }
-    }
+    let Ok(resolved) = resolve(binds) else {
+        return false;
+    };
+    let mut wanted: Vec<SocketAddr> = resolved.into_iter().map(|(_, addr)| addr).collect();
     wanted.sort();
     wanted.dedup();
     wanted.len() == listeners.len()

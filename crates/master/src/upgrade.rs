@@ -72,13 +72,8 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
                 format!("{LISTEN_FDS_ENV}: `{fd}` is not an fd number"),
             )
         })?;
-        let socket = crate::sys::adopt_listener(fd)?;
-        let addr = socket.local_addr()?;
-        listeners.push(Listener {
-            socket,
-            addr,
-            activated: activated.contains(&fd.to_string().as_str()),
-        });
+        let from_systemd = activated.contains(&fd.to_string().as_str());
+        listeners.push(Listener::adopt(fd, from_systemd)?);
     }
     let workers = workers
         .to_string_lossy()
