@@ -390,69 +390,70 @@ fn serve(config: &Config) -> Exit {
         .as_ref()
         .map(|s| s.cwd.clone())
         .unwrap_or_else(|| app_dir.clone());
-    let worker_options = |config: &Config, worker_id: u32| ferricorn_worker::WorkerOptions {
-        app: config.app.clone(),
-        app_dir: config
-            .chdir
-            .as_ref()
-            .map_or_else(|| start_dir.clone(), |d| start_dir.join(d)),
-        pythonpath: config.pythonpath.clone(),
-        multiprocess: config.workers > 1,
-        worker_id,
-        settings: ferricorn_worker::Settings {
-            keepalive: config.keepalive,
-            header_timeout: config.header_timeout,
-            body_timeout: config.body_timeout,
-            max_connections: config.worker_connections,
-            limits: ferricorn_worker::limits(
-                config.limit_request_line,
-                config.limit_request_fields,
-                config.limit_request_field_size,
-                config.limit_request_body,
-                config.permit_obsolete_folding,
-            ),
-            master_pid,
-            trusted: config.forwarded_allow_ips.clone(),
-            accept_batch: if config.threads > 1 {
-                1
-            } else {
-                ferricorn_worker::ACCEPT_BATCH
+    // `read_at_accept`: what the sockets do, not what the configuration asks (sockets
+    // from systemd carry their unit's options), since reading a connection the kernel
+    // handed over before its bytes came costs a read that finds nothing.
+    let worker_options =
+        |config: &Config, worker_id: u32, read_at_accept: bool| ferricorn_worker::WorkerOptions {
+            app: config.app.clone(),
+            app_dir: config
+                .chdir
+                .as_ref()
+                .map_or_else(|| start_dir.clone(), |d| start_dir.join(d)),
+            pythonpath: config.pythonpath.clone(),
+            multiprocess: config.workers > 1,
+            worker_id,
+            settings: ferricorn_worker::Settings {
+                keepalive: config.keepalive,
+                header_timeout: config.header_timeout,
+                body_timeout: config.body_timeout,
+                max_connections: config.worker_connections,
+                limits: ferricorn_worker::limits(
+                    config.limit_request_line,
+                    config.limit_request_fields,
+                    config.limit_request_field_size,
+                    config.limit_request_body,
+                    config.permit_obsolete_folding,
+                ),
+                master_pid,
+                trusted: config.forwarded_allow_ips.clone(),
+                accept_batch: if config.threads > 1 {
+                    1
+                } else {
+                    ferricorn_worker::ACCEPT_BATCH
+                },
+                proxy: config.proxy_protocol.clone(),
+                body_buffer: config.body_buffer_size,
+                read_at_accept,
             },
-            proxy: config.proxy_protocol.clone(),
-            body_buffer: config.body_buffer_size,
-            read_at_accept: false, // set from the sockets in `spawn`
-        },
-        max_requests: config.max_requests,
-        max_requests_jitter: config.max_requests_jitter,
-        user: config.user,
-        group: config.group,
-        access_log: config.access_log.clone(),
-        access_log_format: config.access_log_format.clone(),
-        error_log: config.error_log.clone(),
-        hooks: config.hooks.clone().map(|(file, names)| {
-            let worker_side = names
-                .into_iter()
-                .filter(|n| !MASTER_HOOKS.contains(&n.as_str()))
-                .collect();
-            (file, worker_side)
-        }),
-        workers: config.workers,
-        reload: config.reload,
-        reload_extra_files: config.reload_extra_files.clone(),
-        capture_output: config.capture_output,
-        threads: config.threads,
-        title: config
-            .proc_name
-            .as_ref()
-            .map(|n| format!("ferricorn: worker [{n}]")),
-        sendfile: config.sendfile,
-    };
+            max_requests: config.max_requests,
+            max_requests_jitter: config.max_requests_jitter,
+            user: config.user,
+            group: config.group,
+            access_log: config.access_log.clone(),
+            access_log_format: config.access_log_format.clone(),
+            error_log: config.error_log.clone(),
+            hooks: config.hooks.clone().map(|(file, names)| {
+                let worker_side = names
+                    .into_iter()
+                    .filter(|n| !MASTER_HOOKS.contains(&n.as_str()))
+                    .collect();
+                (file, worker_side)
+            }),
+            workers: config.workers,
+            reload: config.reload,
+            reload_extra_files: config.reload_extra_files.clone(),
+            capture_output: config.capture_output,
+            threads: config.threads,
+            title: config
+                .proc_name
+                .as_ref()
+                .map(|n| format!("ferricorn: worker [{n}]")),
+            sendfile: config.sendfile,
+        };
     let mut spawn = |config: &Config, child: ferricorn_master::ChildStart| {
-        let mut opts = worker_options(config, child.worker_id);
-        // What the sockets do, not what the configuration asks: sockets from systemd
-        // carry their unit's options, and reading a connection the kernel handed over
-        // before its bytes came costs a read that finds nothing.
-        opts.settings.read_at_accept = child.listeners.iter().all(ferricorn_master::defers_accepts);
+        let defers = child.listeners.iter().all(ferricorn_master::defers_accepts);
+        let opts = worker_options(config, child.worker_id, defers);
         ferricorn_worker::run(
             opts,
             child.listeners,
@@ -465,19 +466,15 @@ fn serve(config: &Config) -> Exit {
     // HUP: the same command line and environment, read again from the start directory
     // (where a relative -c path and ./ferricorn.toml are found).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // on_reload runs as gunicorn runs it: first, with the configuration in force.
-    let mut in_force = config.clone();
-    let mut reload = || -> Result<Config, String> {
-        master_hook(&in_force, "on_reload");
+    let mut reload = |in_force: &Config| -> Result<Config, String> {
+        // As gunicorn runs it: first, with the configuration in force.
+        master_hook(in_force, "on_reload");
         let here = std::env::current_dir().map_err(|e| e.to_string())?;
         std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
         let result = parse_cli(args.clone())
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
             .and_then(|cli| Config::resolve(cli, &process_env()).map_err(|e| e.to_string()));
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
-        if let Ok(new) = &result {
-            in_force = new.clone();
-        }
         result
     };
     if let Some(name) = &config.proc_name {

@@ -70,8 +70,9 @@ pub struct Hooks {
 }
 
 /// Read the configuration again (HUP): the same command line, environment and
-/// config file as at start. An error keeps the current configuration.
-pub type ReloadFn<'a> = dyn FnMut() -> Result<Config, String> + 'a;
+/// config file as at start. It is given the configuration in force; an error keeps
+/// it.
+pub type ReloadFn<'a> = dyn FnMut(&Config) -> Result<Config, String> + 'a;
 
 const SIGNAL_TOKEN: Token = Token(0);
 /// After a quick stop's signal, how long workers get before SIGKILL.
@@ -307,7 +308,7 @@ impl Master {
                     info!("Handling signal: {name}{from}: reload ignored: the master is stopping");
                     return;
                 }
-                match reload() {
+                match reload(&self.config) {
                     Ok(new) => self.apply_config(new),
                     Err(e) => {
                         // tests/it/config.rs waits for this line.
