@@ -1,8 +1,8 @@
 //! Binary upgrade (USR2) by re-executing in place.
 //!
-//! The master `exec`s the binary at the path it was started from — a new build if
-//! one was installed there — with the same arguments, environment and start
-//! directory. The listening sockets stay open across the exec (their fd numbers
+//! The master `exec`s the command it was started as — the `ferricorn` script, so a
+//! newly installed version if one was installed there — with the same arguments,
+//! environment and start directory. The listening sockets stay open across the exec (their fd numbers
 //! are passed in `FERRICORN_LISTEN_FDS`), and the pid does not change, so the old
 //! workers are still this process's children: the new master adopts them
 //! (`FERRICORN_INHERITED_WORKERS`), starts its own, and retires the old ones once
@@ -35,10 +35,11 @@ pub struct StartInfo {
 }
 
 impl StartInfo {
-    pub fn capture() -> io::Result<StartInfo> {
+    /// `exe` run with `args` (argv[0] is `exe`), from the current directory.
+    pub fn capture(exe: PathBuf, args: Vec<OsString>) -> io::Result<StartInfo> {
         Ok(StartInfo {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
+            exe,
+            args,
             cwd: std::env::current_dir()?,
         })
     }

@@ -2,7 +2,7 @@
 //!
 //! Boot order matters and is fixed: signal handlers first (the master left every
 //! signal blocked and its own dispositions reset), then the mask is cleared, then
-//! Python starts and the app is imported, then the worker reports ready and runs
+//! the forked interpreter is set up for the app and the app is imported, then the worker reports ready and runs
 //! its event loop. Failures before ready are reported to the master with a reason
 //! and gunicorn's exit codes (3: boot failed, 4: app failed to load).
 
@@ -128,16 +128,15 @@ pub fn run(
         app_dir: opts.app_dir.clone(),
         pythonpath: opts.pythonpath.clone(),
     };
-    // With --preload the interpreter already runs: this process is a fork of it.
-    let started = if preloaded.is_some() {
-        Ok(())
-    } else {
-        ferricorn_wsgi::initialize(&python)
-    };
+    // This process is a fork of the master's interpreter; with --preload the master
+    // also put the app's directories on sys.path already.
+    let started = ferricorn_wsgi::Python::attach(|py| {
+        ferricorn_wsgi::prepare_worker(py, preloaded.is_none().then_some(&python))
+    });
     if let Err(e) = started {
         report(Report::Failed {
             code: exit_code::WORKER_BOOT_FAILED,
-            message: format!("Worker failed to boot: {e}"),
+            message: format!("Worker failed to boot: cannot set up Python: {e}"),
         });
         return exit_code::WORKER_BOOT_FAILED;
     }

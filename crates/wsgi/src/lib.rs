@@ -1,5 +1,5 @@
-//! ferricorn's Python side: start the embedded CPython the right way, load the
-//! app, and call it per PEP 3333.
+//! ferricorn's Python side: the interpreter it runs on, loading the app, and
+//! calling it per PEP 3333.
 //!
 //! The worker owns sockets and HTTP; this crate only sees a parsed [`Request`] and
 //! streams the app's answer into a [`ResponseSink`]. All Python objects live here.
@@ -7,8 +7,8 @@
 mod app;
 mod environ;
 mod hooks;
+mod host;
 mod input;
-mod interpreter;
 mod loader;
 mod preload;
 mod start_response;
@@ -16,7 +16,9 @@ mod start_response;
 pub use app::{App, CallError, Outcome, Paused, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
 pub use input::{Body, BodySource, SharedSource};
-pub use interpreter::{initialize, BootError, PythonOptions, BUILD_PYTHON, PYTHON_VERSION};
+pub use host::{
+    check_readable_as, prepare_worker, set_sys_path, HostError, Interpreter, PythonOptions,
+};
 pub use loader::AppLoadError;
-pub use preload::{preload, worker_after_preload, ForkProtocol, PreloadError};
+pub use preload::{preload, worker_after_preload, ForkProtocol};
 pub use pyo3::Python;

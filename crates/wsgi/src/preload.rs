@@ -1,6 +1,8 @@
-//! `--preload`: the master imports the app, then forks workers that share it.
+//! Forking a process that runs CPython, and `--preload`: the master imports the
+//! app, then forks workers that share it.
 //!
-//! CPython's fork protocol must bracket every fork: with the GIL held,
+//! Every worker is a fork of the master's (idle) interpreter, so CPython's fork
+//! protocol must bracket every fork: with the GIL held,
 //! `PyOS_BeforeFork` → fork → `PyOS_AfterFork_Child` in the child (without it, the
 //! child's interpreter keeps the parent's locks and threads) or
 //! `PyOS_AfterFork_Parent` in the parent. The import runs with the cyclic GC off
@@ -14,27 +16,22 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use crate::app::App;
-use crate::interpreter::{initialize, BootError, PythonOptions};
+use crate::host::{set_sys_path, PythonOptions};
 use crate::loader::AppLoadError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PreloadError {
-    #[error("{0}")]
-    Boot(#[from] BootError),
-    #[error("{}", .0.message)]
-    Load(AppLoadError),
-}
-
-/// Start Python in this (master) process and import the app, GC frozen after.
+/// Import the app in this (master) process, GC frozen after.
 pub fn preload(
     options: &PythonOptions,
     spec: &str,
     multiprocess: bool,
-) -> Result<App, PreloadError> {
-    initialize(options)?;
+) -> Result<App, AppLoadError> {
     Python::attach(|py| {
+        set_sys_path(py, options).map_err(|e| AppLoadError {
+            message: format!("cannot set up sys.path: {e}"),
+            detail: None,
+        })?;
         let _ = py.run(c"import gc\ngc.disable()", None, None);
-        let app = App::load(py, spec, multiprocess).map_err(PreloadError::Load)?;
+        let app = App::load(py, spec, multiprocess)?;
         let _ = py.run(c"import gc\ngc.freeze()", None, None);
         Ok(app)
     })
@@ -54,7 +51,7 @@ pub struct ForkProtocol {
 
 impl ForkProtocol {
     pub fn before(&mut self) {
-        // SAFETY: the interpreter is initialised (preload ran); PyGILState_Ensure
+        // SAFETY: the interpreter is initialised (ferricorn runs inside it); PyGILState_Ensure
         // takes the GIL for this thread, and PyOS_BeforeFork must be called with it.
         unsafe {
             self.gil = Some(ffi::PyGILState_Ensure());

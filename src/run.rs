@@ -1,23 +1,33 @@
-//! `ferricorn`: parse the settings, bind, run the master, exit as it says.
-//!
-//! The exit status is the product: every path out of `main` goes through
-//! [`ferricorn_signals::exit_with`], and it is the last thing that runs.
+//! The `ferricorn` command: parse the settings, bind, run the master, and say how
+//! to exit. `lib.rs` hands it the process (and the interpreter it runs in), and
+//! exits with what [`run`] returns: the exit status is the product.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use ferricorn_config::{Cli, Config, ProcessEnv};
-use ferricorn_signals::{exit_code, exit_with, Exit};
+use ferricorn_signals::{exit_code, Exit};
+use ferricorn_wsgi::Interpreter;
 use log::{error, info};
 
-fn main() -> ExitCode {
+/// How this process was started, as the Python launcher saw it.
+pub struct Host {
+    /// The command line as typed (`args[0]` is the command).
+    pub args: Vec<OsString>,
+    /// What a USR2 upgrade executes: the `ferricorn` script (so a newly installed
+    /// version is the one started), or `python -m ferricorn`; then its arguments.
+    pub restart: (PathBuf, Vec<OsString>),
+    pub interpreter: Interpreter,
+}
+
+pub fn run(host: &Host) -> Exit {
     // `ferricorn signals [OPTIONS]`: print the signal table those options give.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut args = host.args.clone();
     let table_only = args.get(1).is_some_and(|a| a == "signals");
     if table_only {
         args.remove(1);
     }
-    let cli = match parse_cli(args) {
+    let cli = match parse_cli(&host.interpreter, args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
@@ -27,20 +37,20 @@ fn main() -> ExitCode {
                 0
             };
             let _ = e.print();
-            return ExitCode::from(code);
+            return Exit::Code(code);
         }
     };
     let (check, print) = (cli.check_config || cli.print_config, cli.print_config);
-    let config = match Config::resolve(cli, &process_env()) {
+    let config = match Config::resolve(cli, &process_env(&host.interpreter)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
-            return ExitCode::from(exit_code::CONFIG_ERROR);
+            return Exit::Code(exit_code::CONFIG_ERROR);
         }
     };
     if table_only {
         print!("{}", signal_table(&config.policy));
-        return ExitCode::SUCCESS;
+        return Exit::Code(0);
     }
     if config.app.is_empty() {
         use clap::CommandFactory;
@@ -50,12 +60,12 @@ fn main() -> ExitCode {
             "the app to serve is missing: give MODULE:CALLABLE (e.g. `ferricorn app:app`) or `wsgi_app` in the config file",
         );
         let _ = e.print();
-        return ExitCode::from(exit_code::USAGE_ERROR);
+        return Exit::Code(exit_code::USAGE_ERROR);
     }
     if let Some(path) = &config.error_log {
         if let Err(e) = ferricorn_log::redirect_stderr(path) {
             eprintln!("Error: invalid value `{path}` for `errorlog` (from --error-logfile): {e}");
-            return ExitCode::from(exit_code::CONFIG_ERROR);
+            return Exit::Code(exit_code::CONFIG_ERROR);
         }
     }
     ferricorn_log::init(config.log_level);
@@ -68,34 +78,35 @@ fn main() -> ExitCode {
         }
     }
     if check {
-        return ExitCode::from(check_app(&config));
+        return Exit::Code(check_app(&config, &host.interpreter));
     }
     // -e KEY=VALUE: the master is single-threaded here, and workers inherit it.
     for (k, v) in &config.raw_env {
         std::env::set_var(k, v);
     }
-    exit_with(serve(&config))
+    serve(&config, host)
 }
 
-/// `--version`: which CPython is inside and how, for bug reports.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (CPython ",
-    env!("FERRICORN_PYTHON_VERSION"),
-    ", ",
-    env!("FERRICORN_LIBPYTHON"),
-    " libpython; built with ",
-    env!("FERRICORN_BUILD_PYTHON"),
-    ")"
-);
+/// `--version`: which CPython ferricorn runs on, for bug reports.
+fn version(interpreter: &Interpreter) -> String {
+    format!(
+        "{} (on {})",
+        env!("CARGO_PKG_VERSION"),
+        interpreter.describe()
+    )
+}
 
-fn parse_cli(args: Vec<std::ffi::OsString>) -> Result<Cli, clap::Error> {
+fn parse_cli(interpreter: &Interpreter, args: Vec<OsString>) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
-    let mut matches = Cli::command().version(VERSION).try_get_matches_from(args)?;
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let mut matches = Cli::command()
+        .version(VERSION.get_or_init(|| version(interpreter)).as_str())
+        .try_get_matches_from(args)?;
     Cli::from_arg_matches_mut(&mut matches)
 }
 
-/// CPython's fork protocol around each fork, when the master runs Python (--preload).
+/// CPython's fork protocol around each fork: every worker is a fork of the
+/// interpreter this process runs in.
 #[derive(Default)]
 struct PythonFork(ferricorn_wsgi::ForkProtocol);
 
@@ -125,6 +136,7 @@ const MASTER_HOOKS: [&str; 7] = [
 /// gunicorn's hooks for the master's later moments: `child_exit`, `nworkers_changed`
 /// and `pre_exec`, each in a child Python as the others.
 struct HookEvents {
+    python: PathBuf,
     hooks: (PathBuf, Vec<String>),
     /// What `server.num_workers` says.
     workers: u32,
@@ -133,28 +145,36 @@ struct HookEvents {
 impl ferricorn_master::MasterEvents for HookEvents {
     fn worker_exited(&mut self, pid: i32, worker_id: u32) {
         let extra = [pid.to_string(), worker_id.to_string()];
-        run_master_hook(Some(&self.hooks), self.workers, "child_exit", &extra);
+        run_master_hook(&self.python, Some(&self.hooks), self.workers, "child_exit", &extra);
     }
     fn workers_changed(&mut self, new: u32, old: u32) {
         self.workers = new;
         let extra = [new.to_string(), old.to_string()];
-        run_master_hook(Some(&self.hooks), self.workers, "nworkers_changed", &extra);
+        run_master_hook(
+            &self.python,
+            Some(&self.hooks),
+            self.workers,
+            "nworkers_changed",
+            &extra,
+        );
     }
     fn upgrading(&mut self) {
-        run_master_hook(Some(&self.hooks), self.workers, "pre_exec", &[]);
+        run_master_hook(&self.python, Some(&self.hooks), self.workers, "pre_exec", &[]);
     }
 }
 
 /// Run a master hook of the gunicorn.conf.py, if it defines one, in a child Python
-/// process: the master itself runs no Python. Its output goes to the error log.
-fn master_hook(config: &Config, name: &str) {
-    run_master_hook(config.hooks.as_ref(), config.workers, name, &[]);
+/// process (`python`, the interpreter ferricorn runs on): the master itself runs no
+/// Python. Its output goes to the error log.
+fn master_hook(python: &std::path::Path, config: &Config, name: &str) {
+    run_master_hook(python, config.hooks.as_ref(), config.workers, name, &[]);
 }
 
 /// `master_hook` with what the hook is told besides the server: `extra` goes to
 /// hooks.py's `run_master_hook` (a worker's pid and id for `child_exit`, the new and
 /// old counts for `nworkers_changed`).
 fn run_master_hook(
+    python: &std::path::Path,
     hooks: Option<&(PathBuf, Vec<String>)>,
     workers: u32,
     name: &str,
@@ -166,9 +186,6 @@ fn run_master_hook(
     if !names.iter().any(|n| n == name) {
         return;
     }
-    let Some(python) = process_env().python else {
-        return;
-    };
     let script = format!("{}\nimport sys\nrun_master_hook(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])\n", ferricorn_wsgi::HOOKS_PY);
     let status = std::process::Command::new(python)
         .arg("-c")
@@ -187,24 +204,18 @@ fn run_master_hook(
     }
 }
 
-/// The environment, with the Python a gunicorn.conf.py is read with: the active
-/// virtualenv's (so its imports work as in the app), else the build interpreter.
-fn process_env() -> ProcessEnv {
-    let venv = std::env::var_os("VIRTUAL_ENV")
-        .filter(|v| !v.is_empty())
-        .map(|v| PathBuf::from(v).join("bin/python"));
-    let python = venv
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(ferricorn_wsgi::BUILD_PYTHON));
+/// The environment, with the Python a gunicorn.conf.py is read with: the one
+/// ferricorn runs on, so its imports work as in the app.
+fn process_env(interpreter: &Interpreter) -> ProcessEnv {
     ProcessEnv {
-        python: Some(python),
+        python: Some(interpreter.executable.clone()),
     }
 }
 
 /// `--check-config`: the configuration is valid (or we would not be here); now
 /// import the app as a worker would. This process exits right after, so the import
 /// happens here rather than in a forked child.
-fn check_app(config: &Config) -> u8 {
+fn check_app(config: &Config, interpreter: &Interpreter) -> u8 {
     if let Some(dir) = &config.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             eprintln!("Error: invalid value `{}` for `chdir`: {e}", dir.display());
@@ -216,11 +227,15 @@ fn check_app(config: &Config) -> u8 {
         app_dir,
         pythonpath: config.pythonpath.clone(),
     };
-    if let Err(e) = ferricorn_wsgi::initialize(&options) {
-        error!("Worker failed to boot: {e}");
-        return exit_code::WORKER_BOOT_FAILED;
+    if let Err(e) = check_environment(config, interpreter, &options) {
+        error!("{e}");
+        return exit_code::CONFIG_ERROR;
     }
     ferricorn_wsgi::Python::attach(|py| {
+        if let Err(e) = ferricorn_wsgi::set_sys_path(py, &options) {
+            error!("Worker failed to boot: cannot set up sys.path: {e}");
+            return exit_code::WORKER_BOOT_FAILED;
+        }
         match ferricorn_wsgi::App::load(py, &config.app, config.workers > 1) {
             Ok(_) => {
                 info!("Configuration and app `{}` are OK", config.app);
@@ -258,9 +273,34 @@ fn signal_table(policy: &ferricorn_signals::Policy) -> String {
     out
 }
 
-fn serve(config: &Config) -> Exit {
+/// What must hold of the environment before anything is bound: `VIRTUAL_ENV`, if
+/// set, is the environment ferricorn runs in; with `--user`, that user can read
+/// what the workers import from.
+fn check_environment(
+    config: &Config,
+    interpreter: &Interpreter,
+    options: &ferricorn_wsgi::PythonOptions,
+) -> Result<(), ferricorn_wsgi::HostError> {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        interpreter.check_virtual_env(std::path::Path::new(&venv))?;
+    }
+    if config.user.is_some() || config.group.is_some() {
+        let uid = config.user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let gid = config
+            .group
+            .unwrap_or_else(|| nix::unistd::getegid().as_raw());
+        let mut dirs = options.pythonpath.clone();
+        dirs.push(options.app_dir.clone());
+        dirs.extend(interpreter.path.iter().cloned());
+        ferricorn_wsgi::check_readable_as(interpreter, uid, gid, &dirs)?;
+    }
+    Ok(())
+}
+
+fn serve(config: &Config, host: &Host) -> Exit {
+    let python = host.interpreter.executable.as_path();
     // Before --chdir: an upgrade re-executes from where the user started us.
-    let start = ferricorn_master::StartInfo::capture().ok();
+    let start = ferricorn_master::StartInfo::capture(host.restart.0.clone(), host.restart.1.clone()).ok();
     let inherited = match ferricorn_master::take_inherited() {
         Ok(i) => i,
         Err(e) => {
@@ -279,12 +319,13 @@ fn serve(config: &Config) -> Exit {
     // does not hold a copy. As in gunicorn, nworkers_changed first learns the count
     // with no old one.
     run_master_hook(
+        python,
         config.hooks.as_ref(),
         config.workers,
         "nworkers_changed",
         &[config.workers.to_string(), String::new()],
     );
-    master_hook(config, "on_starting");
+    master_hook(python, config, "on_starting");
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -298,25 +339,25 @@ fn serve(config: &Config) -> Exit {
         }
     }
     let app_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let options = ferricorn_wsgi::PythonOptions {
+        app_dir: app_dir.clone(),
+        pythonpath: config.pythonpath.clone(),
+    };
+    if let Err(e) = check_environment(config, &host.interpreter, &options) {
+        error!("{e}");
+        return Exit::Code(exit_code::CONFIG_ERROR);
+    }
     // --preload: import the app here, before binding and forking; a failure stops
     // the server with gunicorn's codes before any worker exists.
     let preloaded = if config.preload {
-        let options = ferricorn_wsgi::PythonOptions {
-            app_dir: app_dir.clone(),
-            pythonpath: config.pythonpath.clone(),
-        };
         match ferricorn_wsgi::preload(&options, &config.app, config.workers > 1) {
             Ok(app) => Some(app),
-            Err(ferricorn_wsgi::PreloadError::Load(e)) => {
+            Err(e) => {
                 if let Some(detail) = &e.detail {
                     log::debug!("while loading {}:\n{}", config.app, detail.trim_end());
                 }
                 error!("App failed to load: {}", e.message);
                 return Exit::Code(exit_code::APP_LOAD_FAILED);
-            }
-            Err(e) => {
-                error!("Worker failed to boot: {e}");
-                return Exit::Code(exit_code::WORKER_BOOT_FAILED);
             }
         }
     } else {
@@ -385,7 +426,7 @@ fn serve(config: &Config) -> Exit {
             "sync"
         }
     );
-    master_hook(config, "when_ready");
+    master_hook(python, config, "when_ready");
     let start_dir = start
         .as_ref()
         .map(|s| s.cwd.clone())
@@ -465,15 +506,16 @@ fn serve(config: &Config) -> Exit {
     };
     // HUP: the same command line and environment, read again from the start directory
     // (where a relative -c path and ./ferricorn.toml are found).
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut reload = |in_force: &Config| -> Result<Config, String> {
         // As gunicorn runs it: first, with the configuration in force.
-        master_hook(in_force, "on_reload");
+        master_hook(python, in_force, "on_reload");
         let here = std::env::current_dir().map_err(|e| e.to_string())?;
         std::env::set_current_dir(&start_dir).map_err(|e| e.to_string())?;
-        let result = parse_cli(args.clone())
+        let result = parse_cli(&host.interpreter, host.args.clone())
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
-            .and_then(|cli| Config::resolve(cli, &process_env()).map_err(|e| e.to_string()));
+            .and_then(|cli| {
+                Config::resolve(cli, &process_env(&host.interpreter)).map_err(|e| e.to_string())
+            });
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
         result
     };
@@ -489,11 +531,10 @@ fn serve(config: &Config) -> Exit {
         &mut reload,
         &mut spawn,
         ferricorn_master::Hooks {
-            fork: config
-                .preload
-                .then(|| Box::new(PythonFork::default()) as Box<dyn ferricorn_master::ForkHooks>),
+            fork: Some(Box::new(PythonFork::default())),
             events: config.hooks.clone().map(|hooks| {
                 Box::new(HookEvents {
+                    python: python.to_path_buf(),
                     hooks,
                     workers: config.workers,
                 }) as Box<dyn ferricorn_master::MasterEvents>
@@ -503,6 +544,6 @@ fn serve(config: &Config) -> Exit {
     if let Some(p) = pidfile {
         p.remove();
     }
-    master_hook(config, "on_exit");
+    master_hook(python, config, "on_exit");
     exit
 }
