@@ -29,7 +29,7 @@ APPS = os.path.join(BENCH, "apps")
 # these at its own venv and its debug build.
 VENV = os.environ.get("BENCH_VENV", os.path.join(BENCH, ".venv"))
 VENV_BIN = os.path.join(VENV, "bin")
-FERRICORN = os.environ.get("FERRICORN_BIN", os.path.join(REPO, "target", "release", "ferricorn"))
+FERRICORN = os.environ.get("FERRICORN_BIN", os.path.join(VENV_BIN, "ferricorn"))
 # A second ferricorn build, run as the server "ferricorn-b" beside the first in
 # every workload and memory case ferricorn is in: two builds compared in one run.
 FERRICORN_B = os.environ.get("FERRICORN_B", "")

@@ -145,7 +145,13 @@ struct HookEvents {
 impl ferricorn_master::MasterEvents for HookEvents {
     fn worker_exited(&mut self, pid: i32, worker_id: u32) {
         let extra = [pid.to_string(), worker_id.to_string()];
-        run_master_hook(&self.python, Some(&self.hooks), self.workers, "child_exit", &extra);
+        run_master_hook(
+            &self.python,
+            Some(&self.hooks),
+            self.workers,
+            "child_exit",
+            &extra,
+        );
     }
     fn workers_changed(&mut self, new: u32, old: u32) {
         self.workers = new;
@@ -159,7 +165,13 @@ impl ferricorn_master::MasterEvents for HookEvents {
         );
     }
     fn upgrading(&mut self) {
-        run_master_hook(&self.python, Some(&self.hooks), self.workers, "pre_exec", &[]);
+        run_master_hook(
+            &self.python,
+            Some(&self.hooks),
+            self.workers,
+            "pre_exec",
+            &[],
+        );
     }
 }
 
@@ -285,7 +297,9 @@ fn check_environment(
         interpreter.check_virtual_env(std::path::Path::new(&venv))?;
     }
     if config.user.is_some() || config.group.is_some() {
-        let uid = config.user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let uid = config
+            .user
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
         let gid = config
             .group
             .unwrap_or_else(|| nix::unistd::getegid().as_raw());
@@ -300,7 +314,8 @@ fn check_environment(
 fn serve(config: &Config, host: &Host) -> Exit {
     let python = host.interpreter.executable.as_path();
     // Before --chdir: an upgrade re-executes from where the user started us.
-    let start = ferricorn_master::StartInfo::capture(host.restart.0.clone(), host.restart.1.clone()).ok();
+    let start =
+        ferricorn_master::StartInfo::capture(host.restart.0.clone(), host.restart.1.clone()).ok();
     let inherited = match ferricorn_master::take_inherited() {
         Ok(i) => i,
         Err(e) => {

@@ -20,8 +20,8 @@ fn a_one_second_bench_run_produces_a_table_with_numbers() {
         .arg("--out")
         .arg(&out)
         .env("BENCH_VENV", &venv)
-        .env("FERRICORN_BIN", env!("CARGO_BIN_EXE_ferricorn"))
-        .env("FERRICORN_B", env!("CARGO_BIN_EXE_ferricorn"))
+        .env("FERRICORN_BIN", crate::util::bin())
+        .env("FERRICORN_B", crate::util::bin())
         .output()
         .expect("bench.py runs");
     assert!(

@@ -26,7 +26,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::util::http::Client;
-use crate::util::{apps_dir, Server, BIN};
+use crate::util::{apps_dir, bin, Server};
 
 /// Until the server answers `GET /`.
 const BOOT: Duration = Duration::from_secs(20);
@@ -191,7 +191,7 @@ impl Proc {
         let bind = "127.0.0.1:0";
         let mut cmd = match peer {
             Peer::Ferricorn => {
-                let mut c = Command::new(BIN);
+                let mut c = Command::new(bin());
                 c.arg("--chdir").arg(apps_dir());
                 c.args(["-w", "2", "-b", bind, "compare_app:app"]);
                 c

@@ -366,7 +366,7 @@ fn error_log_file_gets_the_log_and_app_tracebacks() {
 fn docs_configuration_md_lists_every_setting() {
     let doc =
         std::fs::read_to_string(crate::util::repo_dir().join("docs/configuration.md")).unwrap();
-    let out = std::process::Command::new(crate::util::BIN)
+    let out = std::process::Command::new(crate::util::bin())
         .args([
             "--print-config",
             "--chdir",
@@ -399,7 +399,7 @@ fn print_config_names_each_source_and_check_config_imports_the_app() {
     let dir = scratch("print-config");
     let file = dir.join("ferricorn.toml");
     std::fs::write(&file, "# app settings\ntimeout = 12\n").unwrap();
-    let out = std::process::Command::new(crate::util::BIN)
+    let out = std::process::Command::new(crate::util::bin())
         .args([
             "--print-config",
             "-c",
@@ -434,7 +434,7 @@ fn print_config_names_each_source_and_check_config_imports_the_app() {
     assert!(text.contains("graceful_timeout = 25  # default"), "{text}");
 
     let check = |app: &str| {
-        std::process::Command::new(crate::util::BIN)
+        std::process::Command::new(crate::util::bin())
             .args([
                 "--check-config",
                 "--chdir",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::util::{http, spawn_command, Server, BIN};
+use crate::util::{bin, http, scratch, spawn_command, Server};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -84,12 +84,15 @@ fn wait_serving(port: u16, server: &Server) -> String {
 }
 
 #[test]
-fn a_procfile_line_with_ferricorn_serves_flask_and_stops_by_the_contract() {
-    let dir = flask_app("procfile", &format!("web: {BIN} \"app:create_app()\""));
+fn the_heroku_pages_procfile_serves_flask_and_a_dyno_stop_reads_143() {
+    // docs/heroku.md's Procfile, as written: `ferricorn` found on PATH (the venv's
+    // bin, as the buildpack's PATH has it).
+    let procfile = crate::deploy_docs::doc_block("docs/heroku.md", "Procfile");
+    let dir = crate::deploy_docs::flask_app_dir("procfile");
+    std::fs::write(dir.join("Procfile"), &procfile).unwrap();
     let port = free_port();
     let mut server = honcho(&dir, port, &[]);
-    let body = wait_serving(port, &server);
-    assert!(body.contains("\"hello\":\"flask\""), "{body}");
+    assert_eq!(wait_serving(port, &server), "deployed");
     server.wait_stdout(
         |l| l.contains(&format!("Listening at: http://0.0.0.0:{port}")),
         T,
@@ -103,15 +106,55 @@ fn a_procfile_line_with_ferricorn_serves_flask_and_stops_by_the_contract() {
         server.stdout()
     );
 
-    server.signal(Signal::SIGTERM);
+    // The dyno manager: SIGTERM to every process of the dyno, during a request.
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let request = std::thread::spawn(move || http::get(addr, "/slow").map(|r| r.text()));
+    std::thread::sleep(Duration::from_millis(300)); // inside the app's 1 s sleep
+    server.signal_group(Signal::SIGTERM);
+    assert_eq!(request.join().unwrap().unwrap(), "slow answered");
     server.wait_exit(T);
-    // honcho forwards TERM to the process group; ferricorn drains and dies by SIGTERM.
     let out = server.stdout();
     assert!(
         out.contains("Shutting down: graceful stop after SIGTERM")
+            && out.contains("1 of 1 requests in flight finished")
             && out.contains("exiting with SIGTERM (status 143)"),
         "{out}"
     );
+}
+
+#[test]
+fn the_heroku_pages_requirements_resolve_ferricorn_offline_from_wheels() {
+    let dir = scratch("heroku-requirements");
+    std::fs::create_dir_all(dir.join("wheels")).unwrap();
+    let wheel = crate::deploy_docs::built_wheel();
+    std::fs::copy(&wheel, dir.join("wheels").join(wheel.file_name().unwrap())).unwrap();
+    // The page's lines that concern ferricorn (the app's own come from the index).
+    let requirements: String = crate::deploy_docs::doc_block("docs/heroku.md", "requirements")
+        .lines()
+        .filter(|l| l.starts_with("--find-links") || l.trim() == "ferricorn")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(requirements.lines().count(), 2, "{requirements}");
+    std::fs::write(dir.join("requirements.txt"), requirements).unwrap();
+    let out = Command::new(venv().join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-index",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
+        .args(["-r", "requirements.txt", "-d", "got"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("got").join(wheel.file_name().unwrap()).exists());
 }
 
 #[test]
@@ -119,7 +162,7 @@ fn a_gunicorn_procfile_line_with_gunicorn_cmd_args_gets_access_logs_on_stdout() 
     // As Heroku's Python buildpack sets it.
     let dir = flask_app(
         "procfile-gunicorn",
-        &format!("web: {BIN} \"app:create_app()\""),
+        &format!("web: {} \"app:create_app()\"", bin()),
     );
     let port = free_port();
     let mut server = honcho(&dir, port, &[("GUNICORN_CMD_ARGS", "--access-logfile -")]);

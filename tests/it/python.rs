@@ -1,37 +1,59 @@
-//! The embedded interpreter is the one ferricorn was built against, or the active
-//! virtualenv's — whatever PATH says.
+//! ferricorn runs on the interpreter of the venv it is installed in — its stdlib,
+//! site-packages and C extensions — whatever PATH or VIRTUAL_ENV say, and refuses
+//! in one line (exit 1, nothing bound) where that cannot work.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::http;
 use crate::util::scratch;
-use crate::util::ServerBuilder;
+use crate::util::{bin, ServerBuilder};
 
-const BUILD_PYTHON: &str = env!("FERRICORN_BUILD_PYTHON");
+/// The venv `ferricorn` is installed in (`…/venv/bin/ferricorn`).
+fn installed_venv() -> PathBuf {
+    Path::new(bin())
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
 
-/// `sys.version` (short) and `sys.prefix` of the build interpreter, asked directly.
-fn build_python_facts() -> (String, String) {
-    let out = Command::new(BUILD_PYTHON)
+/// `sys.version` (short), `sys.prefix` and `sys.base_prefix` of the venv's python.
+fn venv_python_facts() -> (String, String, String) {
+    let out = Command::new(installed_venv().join("bin/python"))
         .args([
             "-c",
-            "import sys; print(sys.version.split()[0]); print(sys.prefix)",
+            "import sys; print(sys.version.split()[0]); print(sys.prefix); print(sys.base_prefix)",
         ])
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
+    let mut lines = text.lines().map(str::to_string);
     (
-        lines.next().unwrap().to_string(),
-        lines.next().unwrap().to_string(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
     )
 }
 
+/// A venv without pip, of the same base interpreter as the installed one.
+fn bare_venv(at: &Path) {
+    let (_, _, base) = venv_python_facts();
+    let made = Command::new(Path::new(&base).join("bin/python3"))
+        .args(["-m", "venv", "--without-pip"])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(made.success());
+}
+
 #[test]
-fn runs_the_build_interpreter_from_a_bare_environment() {
-    // No pyenv shims, no VIRTUAL_ENV: `env -i PATH=/usr/bin:/bin ferricorn ...`.
-    // Without an explicit program name CPython would find /usr/bin/python3 here
-    // and mix another stdlib into ours.
-    let (version, prefix) = build_python_facts();
+fn runs_the_venvs_interpreter_from_a_bare_environment() {
+    // As a Procfile, a systemd ExecStart= or a Dockerfile CMD start it: by path,
+    // the venv not activated, no pyenv shims on PATH.
+    let (version, prefix, _) = venv_python_facts();
     let extra = scratch("pythonpath");
     std::fs::write(
         extra.join("from_pythonpath.py"),
@@ -52,10 +74,6 @@ fn runs_the_build_interpreter_from_a_bare_environment() {
         info.contains(&format!("\"prefix\": \"{prefix}\"")),
         "{info}"
     );
-    assert!(
-        !info.contains("/usr/lib/python3"),
-        "no foreign stdlib on sys.path: {info}"
-    );
     assert_eq!(
         http::get(server.addr(), "/import?from_pythonpath")
             .unwrap()
@@ -65,14 +83,122 @@ fn runs_the_build_interpreter_from_a_bare_environment() {
 }
 
 #[test]
-fn imports_packages_of_the_active_virtualenv() {
-    let venv = scratch("venv");
-    let status = Command::new(BUILD_PYTHON)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn stdlib_and_site_packages_extension_modules_load() {
+    let server = ServerBuilder::new("basic:app").env_clear().start();
+    let response = http::get(
+        server.addr(),
+        "/native?math,_json,_socket,select,_struct,zlib,pyexpat,_ssl,_sqlite3,_ctypes,markupsafe._speedups",
+    )
+    .unwrap();
+    let text = response.text();
+    assert_eq!(response.status, 200, "{text}\n{}", server.log());
+    assert!(
+        text.contains("site-packages/markupsafe/_speedups.cpython-"),
+        "{text}"
+    );
+}
+
+#[test]
+fn python_dash_m_ferricorn_serves_the_same() {
+    let python = installed_venv().join("bin/python");
+    let server = ServerBuilder::new("basic:app")
+        .program(&python)
+        .prefix_args(&["-m", "ferricorn"])
+        .env_clear()
+        .start();
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    let (_, prefix, _) = venv_python_facts();
+    let info = http::get(server.addr(), "/python").unwrap().text();
+    assert!(
+        info.contains(&format!("\"prefix\": \"{prefix}\"")),
+        "{info}"
+    );
+}
+
+#[test]
+fn the_activated_venv_is_the_one_it_runs_in() {
+    let venv = installed_venv();
+    let path = format!("{}:/usr/bin:/bin", venv.join("bin").display());
+    let server = ServerBuilder::new("basic:app")
+        .env_clear()
+        .env("PATH", &path)
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .start();
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+/// Start with `VIRTUAL_ENV=venv` and expect a refusal: exit 1, one error line
+/// containing `expect`, and nothing bound.
+fn refused_with_virtual_env(venv: &Path, expect: &str) {
+    let mut server = ServerBuilder::new("basic:app")
+        .env("VIRTUAL_ENV", venv.to_str().unwrap())
+        .spawn();
+    let status = server.wait_exit(Duration::from_secs(20));
+    let log = server.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("[ERROR]")).collect();
+    assert_eq!(errors.len(), 1, "one line: {log}");
+    assert!(errors[0].contains(expect), "{expect:?} in {log}");
+    assert!(
+        errors[0].contains(&format!("VIRTUAL_ENV={}", venv.display())),
+        "{log}"
+    );
+    assert!(!log.contains("Listening at"), "nothing bound: {log}");
+}
+
+#[test]
+fn a_virtual_env_that_is_not_there_or_broken_is_refused_in_one_line() {
+    let dir = scratch("venv-bad");
+    refused_with_virtual_env(&dir.join("deleted"), "no such directory");
+
+    let no_python = dir.join("no-python");
+    std::fs::create_dir_all(no_python.join("bin")).unwrap();
+    refused_with_virtual_env(&no_python, "has no interpreter");
+
+    let dangling = dir.join("dangling");
+    std::fs::create_dir_all(dangling.join("bin")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/python3", dangling.join("bin/python")).unwrap();
+    refused_with_virtual_env(&dangling, "has no interpreter");
+
+    let broken = dir.join("broken-cfg");
+    std::fs::create_dir_all(broken.join("bin")).unwrap();
+    std::os::unix::fs::symlink(
+        installed_venv().join("bin/python"),
+        broken.join("bin/python"),
+    )
+    .unwrap();
+    std::fs::write(broken.join("pyvenv.cfg"), "version = 3.11.2\n").unwrap();
+    refused_with_virtual_env(&broken, "pyvenv.cfg has no `home = ` line");
+    std::fs::write(broken.join("pyvenv.cfg"), "home = /usr/bin\n{{garbage\n").unwrap();
+    refused_with_virtual_env(&broken, "pyvenv.cfg line 2");
+    std::fs::remove_file(broken.join("pyvenv.cfg")).unwrap();
+    refused_with_virtual_env(&broken, "has no pyvenv.cfg");
+}
+
+#[test]
+fn a_virtual_env_of_another_python_or_another_venv_is_refused() {
+    let dir = scratch("venv-other");
+    let other = dir.join("py27");
+    std::fs::create_dir_all(other.join("bin")).unwrap();
+    std::fs::write(other.join("bin/python"), "").unwrap();
+    std::fs::write(
+        other.join("pyvenv.cfg"),
+        "home = /nowhere\nversion = 2.7.18\n",
+    )
+    .unwrap();
+    refused_with_virtual_env(&other, "is a Python 2.7 environment");
+
+    let sibling = dir.join("sibling");
+    bare_venv(&sibling);
+    refused_with_virtual_env(&sibling, "is another environment");
+}
+
+#[test]
+fn an_extension_built_for_another_python_is_refused_in_one_line() {
+    // The package as a venv of another minor would see it: same files, but the
+    // extension module's tag names another CPython.
+    let venv = scratch("venv-minor").join("venv");
+    bare_venv(&venv);
     let site = std::fs::read_dir(venv.join("lib"))
         .unwrap()
         .next()
@@ -80,63 +206,46 @@ fn imports_packages_of_the_active_virtualenv() {
         .unwrap()
         .path()
         .join("site-packages");
-    std::fs::write(
-        site.join("ferricorn_venv_probe.py"),
-        "MESSAGE = 'only in the venv'\n",
-    )
-    .unwrap();
-
-    let path = format!("{}:/usr/bin:/bin", venv.join("bin").display());
-    let server = ServerBuilder::new("basic:app")
+    let package = site.join("ferricorn");
+    std::fs::create_dir_all(&package).unwrap();
+    let installed = installed_site_packages().join("ferricorn");
+    for entry in std::fs::read_dir(&installed).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.ends_with(".py") {
+            std::fs::copy(entry.path(), package.join(&name)).unwrap();
+        } else if name.starts_with("_native.") {
+            std::fs::copy(
+                entry.path(),
+                package.join("_native.cpython-399-x86_64-linux-gnu.so"),
+            )
+            .unwrap();
+        }
+    }
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-m", "ferricorn", "basic:app"])
         .env_clear()
-        .env("PATH", &path)
-        .env("VIRTUAL_ENV", venv.to_str().unwrap())
-        .start();
-    assert_eq!(
-        http::get(server.addr(), "/import?ferricorn_venv_probe")
-            .unwrap()
-            .text(),
-        "only in the venv"
-    );
-    let info = http::get(server.addr(), "/python").unwrap().text();
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        info.contains(&format!("\"prefix\": \"{}\"", venv.display())),
-        "{info}"
-    );
-
-    // Outside the venv the package is not importable: it really came from the venv.
-    let plain = ServerBuilder::new("basic:app")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .start();
-    assert_eq!(
-        http::get(plain.addr(), "/import?ferricorn_venv_probe")
-            .unwrap()
-            .status,
-        500
+        stderr.contains("is built for another Python (_native.cpython-399-x86_64-linux-gnu.so)")
+            && stderr.contains("runs on CPython 3."),
+        "{stderr}"
     );
 }
 
-#[test]
-fn a_virtualenv_of_another_python_version_is_refused_with_exit_3() {
-    let venv = scratch("venv-other");
-    std::fs::create_dir_all(venv.join("bin")).unwrap();
-    std::fs::write(venv.join("bin/python"), "").unwrap();
-    std::fs::write(
-        venv.join("pyvenv.cfg"),
-        "home = /nowhere\nversion = 2.7.18\n",
-    )
-    .unwrap();
-    let mut server = ServerBuilder::new("basic:app")
-        .env("VIRTUAL_ENV", venv.to_str().unwrap())
-        .spawn();
-    let status = server.wait_exit(std::time::Duration::from_secs(20));
-    assert_eq!(status.code(), Some(3), "{}", server.log());
-    assert!(
-        server.log().contains("is for Python 2.7"),
-        "{}",
-        server.log()
-    );
+fn installed_site_packages() -> PathBuf {
+    let out = Command::new(installed_venv().join("bin/python"))
+        .args([
+            "-c",
+            "import ferricorn, os; print(os.path.dirname(os.path.dirname(ferricorn.__file__)))",
+        ])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 #[test]
@@ -173,104 +282,17 @@ fn pythonpath_entries_come_first_on_sys_path() {
 }
 
 #[test]
-fn extension_modules_load_against_the_libpython_the_build_linked() {
-    // With a static libpython the C API lives in the ferricorn executable, and
-    // extension modules find it only if the executable exports it; with a shared
-    // one, it must be the build interpreter's. Either way, stdlib and
-    // site-packages extensions import.
-    let venv = crate::util::test_venv();
-    assert!(venv.join("bin/python").exists(), "run ./scripts/test");
-    let server = ServerBuilder::new("basic:app")
-        .env("VIRTUAL_ENV", venv.to_str().unwrap())
-        .start();
-    let response = http::get(
-        server.addr(),
-        "/native?math,_json,_socket,select,_struct,markupsafe._speedups",
-    )
-    .unwrap();
-    let text = response.text();
-    assert_eq!(response.status, 200, "{text}\n{}", server.log());
-    assert!(text.contains("lib-dynload/_json.cpython-"), "{text}");
-    assert!(
-        text.contains("site-packages/markupsafe/_speedups.cpython-"),
-        "{text}"
-    );
-
-    let (_, prefix) = build_python_facts();
-    let libpython = text.split("\"libpython\": ").nth(1).unwrap();
-    match env!("FERRICORN_LIBPYTHON") {
-        "static" => assert_eq!(libpython, "[]}", "no libpython.so may be loaded"),
-        _ => assert!(
-            libpython.starts_with(&format!("[\"{prefix}/")) && !libpython.contains("\", \""),
-            "one libpython, the build interpreter's: {libpython}"
-        ),
-    }
-}
-
-#[test]
-fn version_names_the_cpython_inside_and_how_it_is_linked() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferricorn"))
-        .arg("--version")
-        .output()
-        .unwrap();
+fn version_names_the_interpreter_it_runs_on() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let (version, _) = build_python_facts();
-    let minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let (version, _, _) = venv_python_facts();
     assert_eq!(
         text.trim(),
         format!(
-            "ferricorn {} (CPython {minor}, {} libpython; built with {BUILD_PYTHON})",
+            "ferricorn {} (on CPython {version} ({}))",
             env!("CARGO_PKG_VERSION"),
-            env!("FERRICORN_LIBPYTHON")
+            installed_venv().join("bin/python").display()
         )
     );
-}
-
-#[test]
-fn a_fixed_address_build_leaves_libpython_data_unwritten_in_the_master() {
-    // A static libpython brings some 1.1 MiB of data full of pointers. In a
-    // position-independent executable (the default) the loader writes every page
-    // of it at start, making it private to the master, which runs no Python.
-    // Linked at a fixed address (FERRICORN_PIE=0), nothing writes those pages
-    // until a worker does. Counted: the master's copied-on-write ("Anonymous")
-    // pages of its executable's mappings.
-    let server = ServerBuilder::new("basic:app").workers(1).start();
-    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_ferricorn")).unwrap();
-    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", server.pid)).unwrap();
-    let written_kib = copied_pages_of(&smaps, binary.to_str().unwrap());
-    match (env!("FERRICORN_LIBPYTHON"), env!("FERRICORN_EXECUTABLE")) {
-        // Measured: 56 KiB.
-        ("static", "fixed") => assert!(
-            written_kib < 256,
-            "{written_kib} KiB of the executable written by the master"
-        ),
-        // Measured: 1,508 KiB (a debug build).
-        ("static", _) => assert!(written_kib > 512, "{written_kib} KiB"),
-        _ => {}
-    }
-}
-
-/// The KiB of a process's mappings of FILE that are private copies ("Anonymous:"
-/// in smaps), from its smaps text.
-fn copied_pages_of(smaps: &str, file: &str) -> u64 {
-    let mut in_file = false;
-    let mut kib = 0;
-    for line in smaps.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_mapping = fields.first().is_some_and(|range| {
-            range.contains('-') && range.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
-        });
-        if is_mapping {
-            in_file = fields.get(5) == Some(&file);
-        } else if let (true, Some(value)) = (in_file, line.strip_prefix("Anonymous:")) {
-            kib += value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .unwrap();
-        }
-    }
-    kib
 }

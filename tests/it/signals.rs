@@ -269,7 +269,7 @@ fn as_pid_1_the_master_exits_with_128_plus_n() {
 
 #[test]
 fn docs_signals_md_shows_what_ferricorn_signals_prints() {
-    let out = std::process::Command::new(crate::util::BIN)
+    let out = std::process::Command::new(crate::util::bin())
         .arg("signals")
         .output()
         .unwrap();
@@ -285,7 +285,7 @@ fn docs_signals_md_shows_what_ferricorn_signals_prints() {
 
 #[test]
 fn ferricorn_signals_takes_the_same_options_as_a_run() {
-    let out = std::process::Command::new(crate::util::BIN)
+    let out = std::process::Command::new(crate::util::bin())
         .args([
             "signals",
             "--signal-preset",
@@ -310,7 +310,7 @@ fn ferricorn_signals_takes_the_same_options_as_a_run() {
         table.contains("| HUP | graceful-stop | 3 (exit code) |"),
         "{table}"
     );
-    let bad = std::process::Command::new(crate::util::BIN)
+    let bad = std::process::Command::new(crate::util::bin())
         .args(["signals", "--on-signal", "KILL=ignore"])
         .output()
         .unwrap();

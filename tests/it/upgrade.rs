@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use crate::util::http;
 use crate::util::load::Load;
 use crate::util::scratch;
-use crate::util::{ServerBuilder, BIN};
+use crate::util::{bin, ServerBuilder};
 
 const T: Duration = Duration::from_secs(15);
 
@@ -80,7 +80,7 @@ fn usr2_under_load_keeps_the_pid_the_socket_and_every_request() {
 fn usr2_runs_the_binary_now_installed_at_the_start_path() {
     let dir = scratch("upgrade-new-binary");
     let exe = dir.join("ferricorn");
-    std::fs::copy(BIN, &exe).unwrap();
+    std::fs::copy(bin(), &exe).unwrap();
     let server = ServerBuilder::new("basic:app").program(&exe).start();
     assert_eq!(
         http::get(server.addr(), "/osenv?FERRICORN_TEST_BUILD")
@@ -94,7 +94,10 @@ fn usr2_runs_the_binary_now_installed_at_the_start_path() {
     let wrapper = dir.join("new-build");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\nFERRICORN_TEST_BUILD=new exec {BIN} \"$@\"\n"),
+        format!(
+            "#!/bin/sh\nFERRICORN_TEST_BUILD=new exec {} \"$@\"\n",
+            bin()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -131,7 +134,7 @@ fn usr2_runs_the_binary_now_installed_at_the_start_path() {
 fn a_failed_upgrade_keeps_serving_with_the_current_binary() {
     let dir = scratch("upgrade-missing");
     let exe = dir.join("ferricorn");
-    std::fs::copy(BIN, &exe).unwrap();
+    std::fs::copy(bin(), &exe).unwrap();
     let server = ServerBuilder::new("basic:app").program(&exe).start();
     std::fs::remove_file(&exe).unwrap();
     server.signal(Signal::SIGUSR2);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 /// Where the app lives.
 #[derive(Debug, Clone)]
@@ -156,6 +156,7 @@ impl Interpreter {
 }
 
 /// What ferricorn reads of a `pyvenv.cfg` (`key = value` lines, as `site` reads them).
+#[derive(Debug)]
 struct VenvCfg {
     version: Option<String>,
 }
@@ -213,18 +214,27 @@ pub fn check_readable_as(
         .gid(gid)
         .stdin(Stdio::null())
         .current_dir("/")
-        .output()
-        .map_err(|e| {
-            HostError::Python(format!(
-                "cannot run {} as uid {uid} to check what it can read: {e}",
-                interpreter.executable.display()
-            ))
-        })?;
+        .output();
     let unreadable = |path: String, reason: String| HostError::Unreadable {
         uid,
         gid,
         path,
         reason,
+    };
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(unreadable(
+                interpreter.executable.display().to_string(),
+                "it cannot run it: permission denied".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(HostError::Python(format!(
+                "cannot run {} as uid {uid} to check what it can read: {e}",
+                interpreter.executable.display()
+            )))
+        }
     };
     if !out.status.success() {
         // Python itself could not start as that user: its stdlib is unreadable.
@@ -246,18 +256,42 @@ pub fn check_readable_as(
 }
 
 /// In a worker, first thing after the fork: faulthandler (so a timeout's SIGABRT
-/// writes every thread's traceback to stderr: that is where it hung) and the app's
-/// directories first on `sys.path` (`None`: the master put them there, `--preload`).
+/// writes every thread's traceback to stderr: that is where it hung), `os.environ`
+/// as the process has it, and the app's directories first on `sys.path` (`None`:
+/// the master put them there, `--preload`).
 pub fn prepare_worker(py: Python<'_>, options: Option<&PythonOptions>) -> PyResult<()> {
     py.run(
         c"import faulthandler, sys\nfaulthandler.enable(file=sys.stderr, all_threads=True)",
         None,
         None,
     )?;
+    sync_environ(py)?;
     match options {
         Some(options) => set_sys_path(py, options),
         None => Ok(()),
     }
+}
+
+/// `os.environ` is a copy Python made when it started; since then the master set
+/// variables (`-e KEY=VALUE`) and removed others (the sockets systemd or an upgrade
+/// handed over: no app may see those). Make the copy what the process has again.
+pub fn sync_environ(py: Python<'_>) -> PyResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let current = PyDict::new(py);
+    for (key, value) in std::env::vars_os() {
+        current.set_item(
+            PyBytes::new(py, key.as_bytes()),
+            PyBytes::new(py, value.as_bytes()),
+        )?;
+    }
+    // As globals, so that the comprehension sees `current`.
+    let scope = PyDict::new(py);
+    scope.set_item("current", current)?;
+    py.run(
+        c"import os\ne = os.environb\nfor k in [k for k in e if k not in current]:\n    del e[k]\nfor k, v in current.items():\n    if e.get(k) != v:\n        e[k] = v\n",
+        Some(&scope),
+        None,
+    )
 }
 
 /// `--check-config` and `--preload` import the app in the master: the same path.

@@ -21,11 +21,15 @@ pyo3::create_exception!(
 );
 
 /// Make `import ferricorn` give apps the exception they may want to catch by
-/// name (`except ferricorn.ClientDisconnected`). A module of the app's own
-/// called `ferricorn` that is already imported is left alone.
+/// name (`except ferricorn.ClientDisconnected`): on ferricorn's own package (the
+/// launcher imported it, with its `_native`), or on a stand-in module. A module of
+/// the app's own called `ferricorn` that is already imported is left alone.
 pub fn register_module(py: Python<'_>) -> PyResult<()> {
     let modules = py.import("sys")?.getattr("modules")?;
-    if modules.contains("ferricorn")? {
+    if let Ok(existing) = modules.get_item("ferricorn") {
+        if existing.hasattr("_native")? {
+            existing.setattr("ClientDisconnected", py.get_type::<ClientDisconnected>())?;
+        }
         return Ok(());
     }
     let module = pyo3::types::PyModule::new(py, "ferricorn")?;

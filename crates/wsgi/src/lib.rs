@@ -15,10 +15,10 @@ mod start_response;
 
 pub use app::{App, CallError, Outcome, Paused, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
-pub use input::{Body, BodySource, SharedSource};
 pub use host::{
     check_readable_as, prepare_worker, set_sys_path, HostError, Interpreter, PythonOptions,
 };
+pub use input::{Body, BodySource, SharedSource};
 pub use loader::AppLoadError;
 pub use preload::{preload, worker_after_preload, ForkProtocol};
 pub use pyo3::Python;

@@ -26,10 +26,12 @@ pub fn preload(
     multiprocess: bool,
 ) -> Result<App, AppLoadError> {
     Python::attach(|py| {
-        set_sys_path(py, options).map_err(|e| AppLoadError {
-            message: format!("cannot set up sys.path: {e}"),
-            detail: None,
-        })?;
+        crate::host::sync_environ(py)
+            .and_then(|()| set_sys_path(py, options))
+            .map_err(|e| AppLoadError {
+                message: format!("cannot set up sys.path: {e}"),
+                detail: None,
+            })?;
         let _ = py.run(c"import gc\ngc.disable()", None, None);
         let app = App::load(py, spec, multiprocess)?;
         let _ = py.run(c"import gc\ngc.freeze()", None, None);

@@ -1,4 +1,4 @@
-//! Start the real `ferricorn` binary and talk to it the way a user would.
+//! Start the real `ferricorn` command and talk to it the way a user would.
 //!
 //! Every server is started in its own process group on 127.0.0.1 port 0, is
 //! waited for by reading its log (never by sleeping), and is killed with its
@@ -19,7 +19,24 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ferricorn");
+/// The `ferricorn` command under test: the one installed into a venv, as a user
+/// runs it (`FERRICORN_BIN`; scripts/test builds the wheel and installs it into
+/// `.venv`, whose `bin/ferricorn` is the default).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let path = std::env::var_os("FERRICORN_BIN")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| test_venv().join("bin/ferricorn"));
+        assert!(
+            path.exists(),
+            "no ferricorn at {}: run ./scripts/test (it builds and installs the wheel), or set FERRICORN_BIN",
+            path.display()
+        );
+        path.to_string_lossy().into_owned()
+    })
+}
 /// How long a server gets to boot in tests (generous: CI machines are slow).
 pub const BOOT: Duration = Duration::from_secs(20);
 
@@ -141,6 +158,7 @@ pub struct ServerBuilder {
     allow_core_dumps: bool,
     fd_3: Option<std::os::fd::RawFd>,
     program: PathBuf,
+    prefix_args: Vec<String>,
     cwd: Option<PathBuf>,
 }
 
@@ -157,9 +175,22 @@ impl ServerBuilder {
             wrapper: Vec::new(),
             allow_core_dumps: false,
             fd_3: None,
-            program: PathBuf::from(BIN),
+            program: PathBuf::from(bin()),
+            prefix_args: Vec::new(),
             cwd: None,
         }
+    }
+
+    /// Exactly `program args…`, as a deployment file writes it: no `--chdir`, `-w` or
+    /// `-b` added (one worker to wait for, the default).
+    pub fn command(program: &Path, args: &[String]) -> ServerBuilder {
+        let mut b = ServerBuilder::new("")
+            .program(program)
+            .no_chdir()
+            .no_default_bind()
+            .no_workers_flag();
+        b.args = args.to_vec();
+        b
     }
 
     pub fn arg(mut self, a: &str) -> Self {
@@ -219,6 +250,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Arguments that come first, before ferricorn's own (`-m ferricorn` when the
+    /// program is the venv's python).
+    pub fn prefix_args(mut self, a: &[&str]) -> Self {
+        self.prefix_args = a.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     /// Run the binary under another command, e.g. `unshare --pid --fork`.
     pub fn wrapped_in(mut self, wrapper: &[&str]) -> Self {
         self.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
@@ -255,6 +293,7 @@ impl ServerBuilder {
             }
             None => Command::new(&self.program),
         };
+        cmd.args(&self.prefix_args);
         if !self.chdir.as_os_str().is_empty() {
             cmd.arg("--chdir").arg(&self.chdir);
         }
@@ -272,7 +311,9 @@ impl ServerBuilder {
             cmd.env_clear();
         }
         // A developer's shell must not change what the tests see.
-        cmd.env_remove("PORT").env_remove("WEB_CONCURRENCY");
+        cmd.env_remove("PORT")
+            .env_remove("WEB_CONCURRENCY")
+            .env_remove("VIRTUAL_ENV");
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
