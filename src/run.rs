@@ -90,7 +90,7 @@ pub fn run(host: &Host) -> Exit {
 /// `--version`: which CPython ferricorn runs on, for bug reports.
 fn version(interpreter: &Interpreter) -> String {
     format!(
-        "{} (on {})",
+        "{} on {}",
         env!("CARGO_PKG_VERSION"),
         interpreter.describe()
     )

@@ -41,15 +41,14 @@ def _interpreter():
 
 
 def _unsupported():
-    """Why this interpreter cannot run ferricorn at all, or None."""
-    import sysconfig
-
+    """Why this interpreter cannot run ferricorn at all, or None. (Cheap checks
+    only: what this imports stays in the master for good.)"""
     if sys.implementation.name != "cpython":
         return "ferricorn runs on CPython only, and %s is %s" % (
             sys.executable,
             sys.implementation.name,
         )
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if "t" in getattr(sys, "abiflags", ""):
         return (
             "%s is a free-threaded build; ferricorn needs the GIL build of CPython"
             % _interpreter()

@@ -290,7 +290,7 @@ fn version_names_the_interpreter_it_runs_on() {
     assert_eq!(
         text.trim(),
         format!(
-            "ferricorn {} (on CPython {version} ({}))",
+            "ferricorn {} on CPython {version} ({})",
             env!("CARGO_PKG_VERSION"),
             installed_venv().join("bin/python").display()
         )

@@ -33,7 +33,7 @@ pub struct PythonOptions {
 pub struct Interpreter {
     /// `sys.executable`: the venv's `bin/python`; hooks and gunicorn.conf.py run with it.
     pub executable: PathBuf,
-    /// `platform.python_version()`, e.g. `3.11.2`.
+    /// `sys.version_info`'s first three, e.g. `3.11.2`.
     pub version: String,
     pub prefix: PathBuf,
     /// The directories on `sys.path` (zip files and missing entries left out).
@@ -67,10 +67,11 @@ impl Interpreter {
         let path_of = |v: Bound<'_, PyAny>| -> PyResult<PathBuf> {
             Ok(PathBuf::from(v.extract::<OsString>()?))
         };
-        let version = py
-            .import("platform")?
-            .call_method0("python_version")?
+        let (major, minor, micro): (u8, u8, u8) = sys
+            .getattr("version_info")?
+            .get_item(pyo3::types::PySlice::new(py, 0, 3, 1))?
             .extract()?;
+        let version = format!("{major}.{minor}.{micro}");
         let mut path = Vec::new();
         for entry in sys.getattr("path")?.cast_into::<PyList>()?.iter() {
             if let Ok(p) = entry.extract::<OsString>() {
