@@ -237,6 +237,43 @@ fn an_extension_built_for_another_python_is_refused_in_one_line() {
     );
 }
 
+#[test]
+fn a_venv_whose_interpreter_was_replaced_by_another_version_is_told_in_one_line() {
+    // As when the system python a venv was made of is upgraded: the venv's python is
+    // now another minor, and ferricorn sits in the old minor's site-packages.
+    let venv = scratch("venv-replaced").join("venv");
+    bare_venv(&venv);
+    let old = venv.join("lib/python3.9/site-packages/ferricorn");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("__init__.py"), "").unwrap();
+    let script = std::fs::read_to_string(bin()).unwrap();
+    let body = script.split_once('\n').unwrap().1;
+    let command = venv.join("bin/ferricorn");
+    std::fs::write(
+        &command,
+        format!("#!{}\n{body}", venv.join("bin/python").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &command,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new(&command)
+        .arg("basic:app")
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("it is installed for another Python (")
+            && stderr.contains("lib/python3.9/site-packages)"),
+        "{stderr}"
+    );
+}
+
 fn installed_site_packages() -> PathBuf {
     let out = Command::new(installed_venv().join("bin/python"))
         .args([

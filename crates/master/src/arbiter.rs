@@ -40,8 +40,8 @@ pub struct ChildStart {
 /// The worker side of a fork: runs the worker and returns its exit code.
 pub type SpawnFn<'a> = dyn FnMut(&Config, ChildStart) -> u8 + 'a;
 
-/// Work around each fork that the process's embedded runtime needs (`--preload`:
-/// CPython's fork protocol). Without preload there is none.
+/// Work around each fork that the process's runtime needs: CPython's fork protocol,
+/// since the master runs inside the interpreter its workers are forks of.
 pub trait ForkHooks {
     /// In the parent, just before `fork`.
     fn before(&mut self);

@@ -1,10 +1,12 @@
 //! The master process: binds the listening sockets, forks sync workers that share
 //! them, supervises them, and turns signals into actions and an exit status.
 //!
-//! The master never runs Python. It forks only while single-threaded, with every
-//! signal blocked, and the child resets what the master installed before it does
-//! anything else (see [`sys`]). The child side is a callback supplied by the
-//! binary, so this crate does not link the worker or Python.
+//! The master runs no Python (the process it runs in hosts an idle interpreter; the
+//! fork hooks it is given keep that interpreter consistent across each fork). It
+//! forks only while single-threaded, with every signal blocked, and the child resets
+//! what the master installed before it does anything else (see [`sys`]). The child
+//! side is a callback supplied by the `ferricorn` package, so this crate does not
+//! link the worker or Python.
 
 mod activation;
 mod arbiter;
