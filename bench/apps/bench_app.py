@@ -39,7 +39,17 @@ def sleep10(environ, start_response):
     return hello(environ, start_response)
 
 
-ROUTES = {"/": hello, "/1mib": mib, "/1mib-file": mib_file, "/echo": echo, "/sleep10": sleep10}
+BLOCK = b"x" * 1024
+
+
+def stream100(environ, start_response):
+    """A generator of 100 blocks of 1 KiB, no Content-Length: streamed."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (BLOCK for _ in range(100))
+
+
+ROUTES = {"/": hello, "/1mib": mib, "/1mib-file": mib_file, "/echo": echo, "/sleep10": sleep10,
+          "/stream100": stream100}
 
 
 def app(environ, start_response):

@@ -40,20 +40,9 @@ def create_flask():
 
 
 def create_django():
-    import django
-    from django.conf import settings
+    import one_file_django
 
-    settings.configure(
-        SECRET_KEY="ferricorn-tests-only",
-        ALLOWED_HOSTS=["*"],
-        ROOT_URLCONF=__name__,
-        MIDDLEWARE=[],
-        INSTALLED_APPS=[],
-    )
-    django.setup()
-    from django.core.wsgi import get_wsgi_application
-
-    return get_wsgi_application()
+    return one_file_django.application(__name__)
 
 
 def _django_index(request):

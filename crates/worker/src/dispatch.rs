@@ -69,6 +69,12 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
             }
         }
     };
+    if stream.is_none() && conn.out.pending() > 0 {
+        // The answer to a pipelined request before this one goes to the client
+        // before this call, which may take its time. (An error shows at the
+        // connection's next write.)
+        let _ = conn.out.flush(py, &mut conn.sock);
+    }
     let bytes = conn.inbuf.bytes();
     let head = &conn.head;
     let headers: Vec<(&[u8], &[u8])> = head

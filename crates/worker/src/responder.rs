@@ -1,14 +1,18 @@
 //! Turning what the app gives into HTTP/1.1 on the wire: framing, keep-alive,
 //! HEAD and bodiless statuses.
 //!
-//! Small bodies are buffered until the app is done so they go out with a
-//! Content-Length in one write; a body past [`COMMIT_AT`] bytes without a
-//! Content-Length from the app is streamed chunked (HTTP/1.1) or close-delimited
-//! (HTTP/1.0).
+//! A body the app hands over whole (a list or tuple) is buffered until the app is
+//! done, so that it goes out with a Content-Length in one write; past
+//! [`COMMIT_AT`] bytes without a Content-Length from the app it is streamed. A
+//! body the app makes as it goes (a generator, `write()`) is pushed to the client
+//! block by block, before the app is asked for the next one ([`Responder::push`]),
+//! chunked (HTTP/1.1) or close-delimited (HTTP/1.0) unless the app gave a
+//! Content-Length.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferricorn_http::{
     write_chunk, write_chunk_size, write_error, write_head, write_last_chunk, HttpDate,
@@ -31,6 +35,10 @@ const FLUSH_AT: usize = 256 * 1024;
 const DIRECT_AT: usize = 64 * 1024;
 /// How long a client may take nothing while the app streams to it.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
+/// A streaming app that took at least this long for its next block has the
+/// connection checked for a client that left meanwhile (a writes into a closed
+/// connection succeeds until the peer's reset comes back).
+const GONE_CHECK_AFTER: Duration = Duration::from_millis(20);
 
 /// Buffers a worker loop lends each response and gets back, so that steady
 /// traffic allocates nothing for them.
@@ -121,6 +129,8 @@ pub struct Responder<'a> {
     pub may_pause: bool,
     /// The socket is full and output is waiting: pause the app's iteration.
     full: bool,
+    /// When the app's last block was pushed (streaming responses).
+    pushed_at: Option<Instant>,
 }
 
 /// Where a paused response stands, kept with its connection (see
@@ -133,6 +143,7 @@ pub struct Progress {
     status: u16,
     body_bytes: u64,
     log_headers: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pushed_at: Option<Instant>,
 }
 
 impl<'a> Responder<'a> {
@@ -164,6 +175,7 @@ impl<'a> Responder<'a> {
             stream: None,
             may_pause: false,
             full: false,
+            pushed_at: None,
         }
     }
 
@@ -178,6 +190,7 @@ impl<'a> Responder<'a> {
             status: self.status,
             body_bytes: self.body_bytes,
             log_headers: self.log_headers,
+            pushed_at: self.pushed_at,
         }
     }
 
@@ -191,6 +204,7 @@ impl<'a> Responder<'a> {
         self.status = p.status;
         self.body_bytes = p.body_bytes;
         self.log_headers = p.log_headers;
+        self.pushed_at = p.pushed_at;
         self.may_pause = true;
         self
     }
@@ -207,7 +221,9 @@ impl<'a> Responder<'a> {
         } = self.state
         {
             match framing {
-                ResponseFraming::Chunked => write_last_chunk(self.out.end()),
+                ResponseFraming::Chunked if !self.info.head_request => {
+                    write_last_chunk(self.out.end())
+                }
                 ResponseFraming::Length(n)
                     if !self.info.head_request && app_len.is_some() && sent < n =>
                 {
@@ -269,12 +285,14 @@ impl<'a> Responder<'a> {
             .and_then(|c| std::str::from_utf8(c).ok())
             .and_then(|c| c.parse::<u16>().ok())
             .unwrap_or(500);
+        // A HEAD response says what the GET would: its length, when the whole body
+        // was counted; how it would be framed, for a stream.
         let framing = if (100..200).contains(&code) || code == 204 || code == 304 {
             ResponseFraming::NoBody
-        } else if self.info.head_request {
-            ResponseFraming::Length(app_len.unwrap_or(counted))
         } else if let Some(n) = app_len {
             ResponseFraming::Length(n)
+        } else if !streaming && self.info.head_request {
+            ResponseFraming::Length(counted)
         } else if !streaming {
             ResponseFraming::Length(body_len)
         } else if self.info.minor_version >= 1 {
@@ -458,6 +476,80 @@ impl ResponseSink for Responder<'_> {
 
     fn paused(&self) -> bool {
         self.full
+    }
+
+    fn push(&mut self) -> io::Result<bool> {
+        let complete = match self.state {
+            State::Buffering {
+                app_len: Some(n),
+                counted,
+                ..
+            } => counted >= n,
+            State::Committed {
+                app_len: Some(n),
+                sent,
+                ..
+            } => sent >= n,
+            _ => false,
+        };
+        if complete {
+            // Its Content-Length is reached: nothing can follow, so the loop may
+            // send it with other answers (as a list's).
+            return Ok(true);
+        }
+        let now = Instant::now();
+        let slow = self
+            .pushed_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= GONE_CHECK_AFTER);
+        self.pushed_at = Some(now);
+        if self.info.head_request {
+            // No body goes out, so nothing waits for it: the whole body is counted
+            // for the Content-Length, unless the app takes its time (a stream,
+            // perhaps endless): then the head says how the GET would be framed, and
+            // the iterable is asked for no more.
+            if !slow {
+                return Ok(true);
+            }
+            if matches!(self.state, State::Buffering { .. }) {
+                self.commit(true)?;
+            }
+            return Ok(false);
+        }
+        if matches!(self.state, State::Buffering { .. }) {
+            self.commit(true)?;
+        }
+        if slow && peer_hung_up(self.sock) {
+            self.keep_alive = false;
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client closed the connection",
+            ));
+        }
+        if self.may_pause {
+            // A full socket pauses the iteration (the loop resumes it).
+            self.full = !self.out.flush(self.py, self.sock)?;
+        }
+        if !self.may_pause || self.out.buffered() >= FLUSH_AT {
+            // Nothing pauses the app while it calls write(): past this much, wait
+            // for the client rather than buffer without bound.
+            self.out.flush_blocking(self.py, self.sock, WRITE_STALL)?;
+            self.full = false;
+        }
+        Ok(true)
+    }
+}
+
+/// The client closed its side (or the connection broke), seen without reading:
+/// what it might still send is a later request's, and a streamed answer to a
+/// client that hung up is read by nobody.
+fn peer_hung_up(sock: &TcpStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let gone =
+        PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLHUP | PollFlags::POLLERR;
+    let mut fds = [PollFd::new(sock.as_fd(), gone)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) if n > 0 => fds[0].revents().is_some_and(|r| r.intersects(gone)),
+        _ => false,
     }
 }
 

@@ -51,6 +51,13 @@ pub trait ResponseSink {
     fn paused(&self) -> bool {
         false
     }
+    /// The app may take its time before its next block (it streams: a generator,
+    /// `write()`): what it gave so far goes to the client now, not when more
+    /// comes. `Ok(false)`: no more body is wanted (a HEAD request): stop asking.
+    /// An error means the client is gone.
+    fn push(&mut self) -> std::io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// How a call ended.
@@ -222,13 +229,23 @@ impl App {
         if let (Some(h), Some(r)) = (&self.hooks, &hook_req) {
             h.pre_request(py, r);
         }
-        let result = match self
+        // Lent for the call: what the app gives write() goes out before write()
+        // returns.
+        let lent = crate::current_sink::lend(sink);
+        let called = self
             .callable
             .bind(py)
-            .call1((environ.clone(), start_response))
-        {
+            .call1((environ.clone(), start_response));
+        drop(lent);
+        let result = match called {
             Ok(r) => r,
-            Err(e) => return Err(self.app_error(py, e, false)),
+            Err(e) => {
+                if let Some(gone) = start.borrow_mut().client_gone.take() {
+                    return Err(CallError::Client(gone));
+                }
+                let sent = start.borrow().headers_sent;
+                return Err(self.app_error(py, e, sent));
+            }
         };
         // Ok(Some(iter)): paused, with `iter` to go on with.
         let outcome = match self.send_file(py, &result, &start, sink) {
@@ -236,14 +253,14 @@ impl App {
             // A list (what most apps return) is read in place, without an
             // iterator object; one is made only if the response pauses.
             Ok(false) => match result.cast_exact::<PyList>() {
-                Ok(list) => match self.send_items(py, list.iter().map(Ok), &start, sink) {
+                Ok(list) => match self.send_items(py, list.iter().map(Ok), &start, sink, false) {
                     Ok(Some(taken)) => self.list_iter_after(py, list, taken).map(Some),
                     Ok(None) => Ok(None),
                     Err(e) => Err(e),
                 },
                 Err(_) => match result.try_iter() {
                     Ok(iter) => self
-                        .send_items(py, iter.clone(), &start, sink)
+                        .send_items(py, iter.clone(), &start, sink, streams(&result))
                         .map(|paused| paused.map(|_| iter)),
                     Err(e) => Err(self.app_error(py, e, false)),
                 },
@@ -275,7 +292,8 @@ impl App {
     ) -> Result<Outcome, CallError> {
         let start = paused.start.bind(py).clone();
         let iter = paused.iter.bind(py).clone();
-        match self.send_items(py, iter, &start, sink) {
+        let streaming = streams(paused.result.bind(py));
+        match self.send_items(py, iter, &start, sink, streaming) {
             Ok(Some(_)) => Ok(Outcome::Paused(paused)),
             done => self.end_paused(py, paused, done.map(drop)),
         }
@@ -371,18 +389,30 @@ impl App {
         sink.sendfile(fd, offset, count).map_err(CallError::Client)
     }
 
-    /// The iterable's items into `sink`: `Ok(true)` when the sink asked for a
-    /// pause (the iterator may have more), `Ok(false)` when the body is complete.
     /// Send the response's items until they end (`Ok(None)`) or the sink asks
-    /// for a pause (`Ok(Some(n))`, after the n-th item).
+    /// for a pause (`Ok(Some(n))`, after the n-th item). `streaming`: the items
+    /// are made as they are asked for (not a list or tuple), so each is pushed to
+    /// the client before the next is asked for, and `write()` may be called
+    /// meanwhile.
     fn send_items<'py>(
         &self,
         py: Python<'py>,
-        items: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
+        mut items: impl Iterator<Item = PyResult<Bound<'py, PyAny>>>,
         start: &Bound<'_, StartResponse>,
         sink: &mut dyn ResponseSink,
+        streaming: bool,
     ) -> Result<Option<usize>, CallError> {
-        for (taken, item) in (1..).zip(items) {
+        for taken in 1.. {
+            let item = if streaming {
+                let _lent = crate::current_sink::lend(sink);
+                items.next()
+            } else {
+                items.next()
+            };
+            let Some(item) = item else { break };
+            if let Some(gone) = start.borrow_mut().client_gone.take() {
+                return Err(CallError::Client(gone));
+            }
             let sent = start.borrow().headers_sent;
             let item = item.map_err(|e| self.app_error(py, e, sent))?;
             let Ok(chunk) = item.cast::<PyBytes>() else {
@@ -405,6 +435,14 @@ impl App {
             sink.write_bytes(chunk).map_err(CallError::Client)?;
             if sink.paused() {
                 return Ok(Some(taken));
+            }
+            if streaming {
+                if !sink.push().map_err(CallError::Client)? {
+                    return Ok(None);
+                }
+                if sink.paused() {
+                    return Ok(Some(taken));
+                }
             }
         }
         send_head(start, sink)?;
@@ -442,6 +480,13 @@ impl App {
 }
 
 /// Send the status and headers once, followed by anything given to `write()`.
+/// An iterable whose blocks are made as they are asked for: anything but a list
+/// or a tuple, which the server holds in full.
+fn streams(result: &Bound<'_, PyAny>) -> bool {
+    !(result.is_exact_instance_of::<PyList>()
+        || result.is_exact_instance_of::<pyo3::types::PyTuple>())
+}
+
 fn send_head(
     start: &Bound<'_, StartResponse>,
     sink: &mut dyn ResponseSink,
@@ -450,21 +495,13 @@ fn send_head(
     if s.headers_sent {
         return Ok(());
     }
-    let Some(status) = s.status.take() else {
+    if s.status.is_none() {
         return Err(CallError::App {
             traceback: "the app returned without calling start_response()".into(),
             headers_sent: false,
         });
-    };
-    sink.start(&status, s.headers(), s.close);
-    s.status = Some(status);
-    s.headers_sent = true;
-    let written = std::mem::take(&mut s.written);
-    drop(s);
-    if !written.is_empty() {
-        sink.write(&written).map_err(CallError::Client)?;
     }
-    Ok(())
+    s.send_head(sink).map_err(CallError::Client)
 }
 
 /// The full Python traceback of `err`. pyo3 keeps the traceback beside the

@@ -5,6 +5,7 @@
 //! streams the app's answer into a [`ResponseSink`]. All Python objects live here.
 
 mod app;
+mod current_sink;
 mod environ;
 mod hooks;
 mod host;

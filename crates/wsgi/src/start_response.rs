@@ -7,6 +7,8 @@
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
+
+use crate::app::ResponseSink;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
@@ -39,8 +41,11 @@ pub struct StartResponse {
     pub close: bool,
     /// Set by the server once the head went out; later calls need exc_info and re-raise it.
     pub headers_sent: bool,
-    /// Data given to the legacy `write()` callable, sent before the iterable's.
+    /// Data given to the legacy `write()` callable outside the app's call (another
+    /// thread), sent before the iterable's.
     pub written: Vec<u8>,
+    /// `write()` found the client gone: the app's error that follows is that.
+    pub client_gone: Option<std::io::Error>,
     /// This object's bound `write`, which start_response returns: made once. It
     /// refers back to the object; `Reused::next` breaks that cycle when it lets
     /// the object go.
@@ -115,6 +120,7 @@ impl StartResponse {
         self.close = false;
         self.headers_sent = false;
         self.written.clear();
+        self.client_gone = None;
     }
 }
 
@@ -190,7 +196,8 @@ impl StartResponse {
         self.write = None;
     }
 
-    /// The legacy write() callable returned by start_response.
+    /// The legacy write() callable returned by start_response. Inside the app's
+    /// call the data reaches the client before write() returns (PEP 3333).
     fn write(&mut self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = data
             .cast::<PyBytes>()
@@ -200,7 +207,44 @@ impl StartResponse {
                 "write() called before start_response()",
             ));
         }
-        self.written.extend_from_slice(data.as_bytes());
+        let sent = crate::current_sink::with(|sink| {
+            self.send_head(sink)?;
+            if !data.as_bytes().is_empty() {
+                sink.write_bytes(data)?;
+                sink.push()?;
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        match sent {
+            None => {
+                self.written.extend_from_slice(data.as_bytes());
+                Ok(())
+            }
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                let message = e.to_string();
+                self.client_gone = Some(e);
+                Err(crate::input::ClientDisconnected::new_err(message))
+            }
+        }
+    }
+}
+
+impl StartResponse {
+    /// The head (once), then what write() kept for it (from outside the call).
+    pub(crate) fn send_head(&mut self, sink: &mut dyn ResponseSink) -> std::io::Result<()> {
+        if self.headers_sent {
+            return Ok(());
+        }
+        let Some(status) = self.status.as_deref() else {
+            return Ok(());
+        };
+        sink.start(status, &self.headers[..self.header_count], self.close);
+        self.headers_sent = true;
+        if !self.written.is_empty() {
+            let written = std::mem::take(&mut self.written);
+            sink.write(&written)?;
+        }
         Ok(())
     }
 }
