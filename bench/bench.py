@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -269,6 +270,8 @@ class Workload:
     threads: int = None
     servers: tuple = ("ferricorn", "gunicorn", "gunicorn-gthread", "waitress", "granian", "bjoern")
     note: str = ""
+    # Clients that each hold one endless event stream (run_sse), not wrk.
+    sse: bool = False
 
 
 WORKLOADS = [
@@ -283,6 +286,11 @@ WORKLOADS = [
     Workload("stream", "bench_app:app", "/stream100", conns=16,
              servers=("ferricorn", "gunicorn-gthread", "granian", "bjoern"),
              note="a generator of 100 blocks of 1 KiB per response (chunked), 16 connections"),
+    Workload("sse", "bench_app:app", "/sse50", conns=16, threads=8, sse=True,
+             servers=("ferricorn", "gunicorn-gthread"),
+             note="16 clients each hold an event stream, 1 KiB every 50 ms; 8 threads per worker. "
+                  "req/s: events/s; CPU µs per event; p50/p99: delivery delay (arrival minus the time "
+                  "the app made the event)"),
     Workload("sleep10-threads", "bench_app:app", "/sleep10", threads=4,
              servers=("ferricorn", "gunicorn-gthread", "waitress"),
              note="app sleeps 10 ms; 4 threads per worker (waitress: 4 threads, 1 process)"),
@@ -339,6 +347,53 @@ def run_wrk(port, w, duration):
     return r
 
 
+def run_sse(port, w, duration):
+    """w.conns clients each hold one stream for `duration` s. Every event carries
+    the time the app made it (`data: <time.time()> …`): the delay is its arrival
+    minus that, on the same clock."""
+    delays, lock = [], threading.Lock()
+    stop = time.time() + duration
+
+    def client():
+        mine = []
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(f"GET {w.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                buf = b""
+                while time.time() < stop:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    now = time.time()
+                    buf += data
+                    while True:
+                        i = buf.find(b"data: ")
+                        j = buf.find(b" ", i + 6) if i >= 0 else -1
+                        if j < 0:
+                            buf = buf[i:] if i >= 0 else buf[-5:]
+                            break
+                        mine.append(now - float(buf[i + 6:j]))
+                        buf = buf[j:]
+        except OSError:
+            pass
+        with lock:
+            delays.extend(mine)
+
+    clients = [threading.Thread(target=client) for _ in range(w.conns)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join(duration + 10)
+    r = Result()
+    r.requests = len(delays)
+    r.rps = len(delays) / duration
+    if delays:
+        delays.sort()
+        r.p50_ms = 1000 * delays[len(delays) // 2]
+        r.p99_ms = 1000 * delays[min(len(delays) - 1, len(delays) * 99 // 100)]
+    return r
+
+
 def wait_idle(s, limit=2.0):
     """Until the server's tree has been idle for 100 ms (at most `limit` s): the
     warm-up's last requests, whose clients have gone, are answered before the
@@ -357,16 +412,19 @@ def wait_idle(s, limit=2.0):
 def measure(server_name, w, duration, log):
     s = Server(server_name, w.app, threads=w.threads, log=log)
     try:
-        s.wait_ready(w.path if not w.post_bytes else "/")
+        s.wait_ready(w.path if not (w.post_bytes or w.sse) else "/")
         s.wait_workers()
         # Warm up (imports, caches, connection set-up) outside the measurement.
-        run_wrk(s.port, Workload(w.name, w.app, w.path, conns=w.conns, close=w.close,
-                                 post_bytes=w.post_bytes), 1)
+        if w.sse:
+            run_sse(s.port, w, 1)
+        else:
+            run_wrk(s.port, Workload(w.name, w.app, w.path, conns=w.conns, close=w.close,
+                                     post_bytes=w.post_bytes), 1)
         wait_idle(s)
         pids = s.tree()
         before = {p: cpu_seconds([p]) for p in pids}
         steal_before, wall_before = steal_seconds(), time.monotonic()
-        r = run_wrk(s.port, w, duration)
+        r = run_sse(s.port, w, duration) if w.sse else run_wrk(s.port, w, duration)
         steal, wall = steal_seconds() - steal_before, time.monotonic() - wall_before
         after = {p: cpu_seconds([p]) for p in s.tree()}
         r.steal_pct = 100 * steal / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0

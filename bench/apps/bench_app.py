@@ -48,8 +48,22 @@ def stream100(environ, start_response):
     return (BLOCK for _ in range(100))
 
 
+def sse50(environ, start_response):
+    """An endless event stream: 1 KiB every 50 ms, each stamped with the time it was made."""
+    start_response("200 OK", [("Content-Type", "text/event-stream")])
+
+    def events():
+        while True:
+            stamp = b"data: %.6f " % time.time()
+            yield stamp + b"x" * (1022 - len(stamp)) + b"\n\n"
+            time.sleep(0.05)
+
+    return events()
+
+
 ROUTES = {"/": hello, "/1mib": mib, "/1mib-file": mib_file, "/echo": echo, "/sleep10": sleep10,
-          "/stream100": stream100}
+          "/stream100": stream100,
+          "/sse50": sse50}
 
 
 def app(environ, start_response):

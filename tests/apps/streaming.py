@@ -48,6 +48,20 @@ def writes(environ, start_response):
     return [b"second\n"]
 
 
+def endless_writes(environ, start_response):
+    """write() every 0.2 s until the client leaves; says what write() raised."""
+    import ferricorn
+
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        while True:
+            write(b"written\n")
+            time.sleep(0.2)
+    except ferricorn.ClientDisconnected as e:
+        log("write() raised ClientDisconnected: %s" % e)
+        raise
+
+
 def endless(environ, start_response):
     """A tick every 0.2 s until the client leaves."""
     start_response("200 OK", [("Content-Type", "text/event-stream")])
@@ -88,6 +102,7 @@ ROUTES = {
     "/big-then-small": big_then_small,
     "/write": writes,
     "/endless": endless,
+    "/endless-writes": endless_writes,
     "/many": many,
     "/fast": fast,
     "/slow": slow,

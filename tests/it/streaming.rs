@@ -241,6 +241,31 @@ fn the_same_with_threads() {
 }
 
 #[test]
+fn write_into_a_client_that_left_raises_client_disconnected_in_the_app() {
+    let server = ServerBuilder::new("streaming:app")
+        .args(&["--log-level", "debug"])
+        .start();
+    let mut sock = TcpStream::connect(server.addr()).unwrap();
+    sock.write_all(get("/endless-writes").as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = sock.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("written"));
+    drop(sock);
+    server.wait_log(
+        |l| l.contains("write() raised ClientDisconnected"),
+        Duration::from_secs(3),
+    );
+    assert_eq!(http::get(server.addr(), "/fast").unwrap().text(), "fast\n");
+    let log = server.log();
+    assert!(log.contains("went away during the response"), "{log}");
+    assert!(
+        !log.contains("Error handling request"),
+        "not an app error: {log}"
+    );
+}
+
+#[test]
 fn head_on_an_endless_stream_sends_no_body_and_closes_the_iterable() {
     let server = ServerBuilder::new("streaming:app").start();
     let mut c = http::Client::connect(server.addr()).unwrap();
