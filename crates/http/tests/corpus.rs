@@ -1,4 +1,4 @@
-//! gunicorn's request fixtures (`shared/corpus/gunicorn-requests`, see its
+//! gunicorn's request fixtures (a copy in `tests/corpus/gunicorn-requests`, see its
 //! README) run through `parse_head` and `ChunkedDecoder`.
 //!
 //! Expectations come from the fixtures' `.py` files via `corpus_expect.py`
@@ -137,12 +137,11 @@ struct Expected {
 }
 
 fn corpus_dir() -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/gunicorn-requests");
+    // A copy kept in the repo (its README has the source commit and the MIT licence).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/gunicorn-requests");
     assert!(
         dir.join("valid").is_dir() && dir.join("invalid").is_dir(),
-        "gunicorn request corpus not found at {} (the repo is expected to be checked out \
-         beside shared/); this test fails rather than skips",
+        "gunicorn request corpus not found at {}; this test fails rather than skips",
         dir.display()
     );
     dir
