@@ -222,14 +222,9 @@ fn an_extension_built_for_another_python_is_refused_in_one_line() {
             .unwrap();
         }
     }
-    let out = Command::new(venv.join("bin/python"))
-        .args(["-m", "ferricorn", "basic:app"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.args(["-m", "ferricorn", "basic:app"]);
+    let stderr = refused_in_one_line(cmd);
     assert!(
         stderr.contains("is built for another Python (_native.cpython-399-x86_64-linux-gnu.so)")
             && stderr.contains("runs on CPython 3."),
@@ -259,19 +254,24 @@ fn a_venv_whose_interpreter_was_replaced_by_another_version_is_told_in_one_line(
         <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
     )
     .unwrap();
-    let out = Command::new(&command)
-        .arg("basic:app")
-        .env_clear()
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let mut cmd = Command::new(&command);
+    cmd.arg("basic:app");
+    let stderr = refused_in_one_line(cmd);
     assert!(
         stderr.contains("it is installed for another Python (")
             && stderr.contains("lib/python3.9/site-packages)"),
         "{stderr}"
     );
+}
+
+/// Run `cmd` from an empty environment; it must exit 1 with one line on stderr,
+/// which is returned.
+fn refused_in_one_line(mut cmd: Command) -> String {
+    let out = cmd.env_clear().output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
 }
 
 fn installed_site_packages() -> PathBuf {

@@ -190,6 +190,17 @@ fn a_fast_pipelined_answer_does_not_wait_for_the_slow_one_after_it() {
     );
 }
 
+/// Ask for `path`, see `first` arrive, stay `for_` longer, then close the connection.
+fn leave_after(addr: SocketAddr, path: &str, first: &str, for_: Duration) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.write_all(get(path).as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = sock.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains(first));
+    std::thread::sleep(for_);
+}
+
 /// An endless stream whose client leaves after a second: the generator's
 /// `finally` runs soon after, and the only worker serves the next request at once.
 fn a_client_leaving_an_endless_stream_frees_the_worker(extra: &[&str]) {
@@ -197,14 +208,7 @@ fn a_client_leaving_an_endless_stream_frees_the_worker(extra: &[&str]) {
         .args(extra)
         .args(&["--log-level", "debug", "--timeout", "30"])
         .start();
-    let mut sock = TcpStream::connect(server.addr()).unwrap();
-    sock.write_all(get("/endless").as_bytes()).unwrap();
-    let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let n = sock.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("tick 0"));
-    std::thread::sleep(Duration::from_secs(1));
-    drop(sock);
+    leave_after(server.addr(), "/endless", "tick 0", Duration::from_secs(1));
     let left = Instant::now();
     server.wait_log(
         |l| l.contains("endless stream closed after"),
@@ -245,13 +249,7 @@ fn write_into_a_client_that_left_raises_client_disconnected_in_the_app() {
     let server = ServerBuilder::new("streaming:app")
         .args(&["--log-level", "debug"])
         .start();
-    let mut sock = TcpStream::connect(server.addr()).unwrap();
-    sock.write_all(get("/endless-writes").as_bytes()).unwrap();
-    let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let n = sock.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("written"));
-    drop(sock);
+    leave_after(server.addr(), "/endless-writes", "written", Duration::ZERO);
     server.wait_log(
         |l| l.contains("write() raised ClientDisconnected"),
         Duration::from_secs(3),
@@ -282,33 +280,26 @@ fn head_on_an_endless_stream_sends_no_body_and_closes_the_iterable() {
     assert_eq!(c.get("/fast").unwrap().text(), "fast\n");
 }
 
-#[test]
-fn a_flask_event_stream_arrives_event_by_event() {
-    let server = ServerBuilder::new("streaming:create_flask()")
+/// A framework's streaming response from tests/apps/streaming.py (the test venv
+/// has the framework): its pieces, made 0.5 s apart, arrive 0.5 s apart.
+fn framework_stream_is_paced(app: &str, path: &str, markers: &[&str]) -> String {
+    let server = ServerBuilder::new(app)
         .env("VIRTUAL_ENV", test_venv().to_str().unwrap())
         .start();
-    let markers = ["event 0", "event 1", "event 2", "event 3"];
-    let (times, text) = arrivals(
-        server.addr(),
-        &get("/sse"),
-        &markers,
-        Duration::from_secs(10),
-    );
+    let (times, text) = arrivals(server.addr(), &get(path), markers, Duration::from_secs(10));
     assert_paced(&times, Duration::from_millis(500), &text);
+    text
+}
+
+#[test]
+fn a_flask_event_stream_arrives_event_by_event() {
+    let markers = ["event 0", "event 1", "event 2", "event 3"];
+    let text = framework_stream_is_paced("streaming:create_flask()", "/sse", &markers);
     assert!(text.contains("text/event-stream"), "{text}");
 }
 
 #[test]
 fn a_django_streaming_response_arrives_line_by_line() {
-    let server = ServerBuilder::new("streaming:create_django()")
-        .env("VIRTUAL_ENV", test_venv().to_str().unwrap())
-        .start();
     let markers = ["line 0", "line 1", "line 2", "line 3"];
-    let (times, text) = arrivals(
-        server.addr(),
-        &get("/lines/"),
-        &markers,
-        Duration::from_secs(10),
-    );
-    assert_paced(&times, Duration::from_millis(500), &text);
+    framework_stream_is_paced("streaming:create_django()", "/lines/", &markers);
 }
