@@ -2,8 +2,8 @@
 //!
 //! Boot order matters and is fixed: signal handlers first (the master left every
 //! signal blocked and its own dispositions reset), then the mask is cleared, then
-//! the forked interpreter is set up for the app and the app is imported, then the worker reports ready and runs
-//! its event loop. Failures before ready are reported to the master with a reason
+//! the forked interpreter is set up for the app and the app is imported, then the
+//! worker reports ready and runs its event loop. Failures before ready are reported to the master with a reason
 //! and gunicorn's exit codes (3: boot failed, 4: app failed to load).
 
 mod access_log;

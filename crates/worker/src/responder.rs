@@ -36,7 +36,7 @@ const DIRECT_AT: usize = 64 * 1024;
 /// How long a client may take nothing while the app streams to it.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 /// A streaming app that took at least this long for its next block has the
-/// connection checked for a client that left meanwhile (a writes into a closed
+/// connection checked for a client that left meanwhile (a write into a closed
 /// connection succeeds until the peer's reset comes back).
 const GONE_CHECK_AFTER: Duration = Duration::from_millis(20);
 

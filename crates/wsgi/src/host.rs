@@ -94,15 +94,6 @@ impl Interpreter {
         format!("CPython {} ({})", self.version, self.executable.display())
     }
 
-    fn minor(&self) -> String {
-        let mut parts = self.version.split('.');
-        format!(
-            "{}.{}",
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("")
-        )
-    }
-
     /// An activated virtualenv must be the environment ferricorn runs in: Python
     /// itself ignores `VIRTUAL_ENV`, so one that names another (or a deleted, or a
     /// broken) environment would have the app import from somewhere the user did
@@ -148,7 +139,7 @@ impl Interpreter {
         })?;
         let venv_cfg = VenvCfg::parse(&text).map_err(|why| refuse(format!("pyvenv.cfg {why}")))?;
         if let Some(found) = venv_cfg.minor() {
-            if found != self.minor() {
+            if Some(&found) != major_minor(&self.version).as_ref() {
                 return Err(refuse(format!("is a Python {found} environment")));
             }
         }
@@ -188,9 +179,14 @@ impl VenvCfg {
 
     /// `major.minor` of `version = 3.11.7` (or `version_info = 3.11.7.final.0`).
     fn minor(&self) -> Option<String> {
-        let mut parts = self.version.as_deref()?.split('.');
-        Some(format!("{}.{}", parts.next()?, parts.next()?))
+        major_minor(self.version.as_deref()?)
     }
+}
+
+/// `3.11` of `3.11.7` (or of `3.11.7.final.0`).
+fn major_minor(version: &str) -> Option<String> {
+    let mut parts = version.split('.');
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
 }
 
 /// With `--user`/`--group`: check, before anything is bound, that workers will be
