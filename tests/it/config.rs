@@ -261,6 +261,31 @@ fn access_log_to_stdout_in_gunicorns_default_format() {
 }
 
 #[test]
+fn a_client_cannot_forge_access_log_lines_nor_read_the_process_environment() {
+    // The Basic user name (%(u)s, in the default format) carries a newline, a
+    // quote and an escape sequence; %({VAR}e)s names a variable of the process.
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "%(u)s \"%(r)s\" %({FERRICORN_TEST_TOKEN}e)s %({HTTP_X_ID}e)s",
+        ])
+        .env("FERRICORN_TEST_TOKEN", "s3cret")
+        .start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    // base64 of `eve\n127.0.0.1 - admin "GET /admin\x1b[2J:pw`
+    c.send(b"GET /?forge HTTP/1.1\r\nHost: t\r\nX-Id: id7\r\nAuthorization: Basic ZXZlCjEyNy4wLjAuMSAtIGFkbWluICJHRVQgL2FkbWluG1sySjpwdw==\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(false).unwrap().status, 200);
+    let line = server.wait_stdout(|l| l.contains("/?forge"), T);
+    assert_eq!(
+        line,
+        "eve\\x0A127.0.0.1 - admin \\x22GET /admin\\x1B[2J \"GET /?forge HTTP/1.1\" - id7"
+    );
+    assert_eq!(server.stdout().lines().count(), 1, "{}", server.stdout());
+}
+
+#[test]
 fn access_log_file_custom_format_and_usr1_reopen() {
     let dir = scratch("access-log");
     let path = dir.join("access.log");

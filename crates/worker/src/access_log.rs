@@ -178,40 +178,42 @@ impl AccessLog {
     }
 
     fn format_line(&self, e: &Entry<'_>) -> String {
-        let header = |list: &[(&[u8], &[u8])], name: &str| -> String {
+        // Every atom made of what the client sent is escaped (`push_escaped`): a
+        // request makes exactly one line, and no byte of it can forge another.
+        let header = |list: &[(&[u8], &[u8])], name: &str| -> Option<Vec<u8>> {
             list.iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| "-".to_string())
+                .map(|(_, v)| v.to_vec())
         };
-        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (path, query) = match e.target.iter().position(|&b| b == b'?') {
             Some(i) => (&e.target[..i], &e.target[i + 1..]),
             None => (e.target, &b""[..]),
         };
         let mut line = String::with_capacity(160);
+        let client = |line: &mut String, value: Option<&[u8]>| match value {
+            Some(v) => push_escaped(line, v),
+            None => line.push('-'),
+        };
         for atom in &self.format {
             match atom {
                 Atom::Text(t) => line.push_str(t),
                 Atom::Var('h') => line.push_str(&e.peer.ip().to_string()),
                 Atom::Var('l') => line.push('-'),
-                Atom::Var('u') => {
-                    line.push_str(&basic_auth_user(e.request_headers).unwrap_or_else(|| "-".into()))
-                }
+                Atom::Var('u') => client(&mut line, basic_auth_user(e.request_headers).as_deref()),
                 Atom::Var('t') => line.push_str(
                     &chrono::Local::now()
                         .format("[%d/%b/%Y:%H:%M:%S %z]")
                         .to_string(),
                 ),
-                Atom::Var('r') => line.push_str(&format!(
-                    "{} {} HTTP/1.{}",
-                    s(e.method),
-                    s(e.target),
-                    e.minor_version
-                )),
-                Atom::Var('m') => line.push_str(&s(e.method)),
-                Atom::Var('U') => line.push_str(&s(path)),
-                Atom::Var('q') => line.push_str(&s(query)),
+                Atom::Var('r') => {
+                    push_escaped(&mut line, e.method);
+                    line.push(' ');
+                    push_escaped(&mut line, e.target);
+                    line.push_str(&format!(" HTTP/1.{}", e.minor_version));
+                }
+                Atom::Var('m') => push_escaped(&mut line, e.method),
+                Atom::Var('U') => push_escaped(&mut line, path),
+                Atom::Var('q') => push_escaped(&mut line, query),
                 Atom::Var('H') => line.push_str(&format!("HTTP/1.{}", e.minor_version)),
                 Atom::Var('s') => line.push_str(&e.status.to_string()),
                 Atom::Var('B') => line.push_str(&e.body_bytes.to_string()),
@@ -220,24 +222,31 @@ impl AccessLog {
                 } else {
                     e.body_bytes.to_string()
                 }),
-                Atom::Var('f') => line.push_str(&header(e.request_headers, "referer")),
-                Atom::Var('a') => line.push_str(&header(e.request_headers, "user-agent")),
+                Atom::Var('f') => {
+                    client(&mut line, header(e.request_headers, "referer").as_deref())
+                }
+                Atom::Var('a') => client(
+                    &mut line,
+                    header(e.request_headers, "user-agent").as_deref(),
+                ),
                 Atom::Var('T') => line.push_str(&e.elapsed.as_secs().to_string()),
                 Atom::Var('M') => line.push_str(&e.elapsed.as_millis().to_string()),
                 Atom::Var('D') => line.push_str(&e.elapsed.as_micros().to_string()),
                 Atom::Var('L') => line.push_str(&format!("{:.6}", e.elapsed.as_secs_f64())),
                 Atom::Var('p') => line.push_str(&format!("<{}>", self.pid)),
                 Atom::Var(_) => line.push('-'),
-                Atom::RequestHeader(h) => line.push_str(&header(e.request_headers, h)),
+                Atom::RequestHeader(h) => {
+                    client(&mut line, header(e.request_headers, h).as_deref())
+                }
                 Atom::ResponseHeader(h) => {
                     let v = e
                         .response_headers
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case(h.as_bytes()))
-                        .map(|(_, v)| s(v));
-                    line.push_str(&v.unwrap_or_else(|| "-".into()));
+                        .map(|(_, v)| v.as_slice());
+                    client(&mut line, v);
                 }
-                Atom::Environ(v) => line.push_str(&std::env::var(v).unwrap_or_else(|_| "-".into())),
+                Atom::Environ(v) => client(&mut line, environ_value(e, v, path, query).as_deref()),
             }
         }
         line.push('\n');
@@ -245,8 +254,72 @@ impl AccessLog {
     }
 }
 
+/// `%({NAME}e)s`: the request's WSGI environ entry, as gunicorn logs it — never the
+/// worker's process environment, whose secrets a format must not reach. The
+/// entries the server sets are given; ones an app or middleware adds (REMOTE_USER,
+/// say) are not seen here and read `-`.
+fn environ_value(e: &Entry<'_>, name: &str, path: &[u8], query: &[u8]) -> Option<Vec<u8>> {
+    let owned = |s: String| Some(s.into_bytes());
+    match name {
+        "REQUEST_METHOD" => Some(e.method.to_vec()),
+        "PATH_INFO" => Some(percent_decoded(path)),
+        "QUERY_STRING" => Some(query.to_vec()),
+        "RAW_URI" | "REQUEST_URI" => Some(e.target.to_vec()),
+        "SERVER_PROTOCOL" => owned(format!("HTTP/1.{}", e.minor_version)),
+        "REMOTE_ADDR" => owned(e.peer.ip().to_string()),
+        "REMOTE_PORT" => owned(e.peer.port().to_string()),
+        "CONTENT_TYPE" | "CONTENT_LENGTH" => {
+            let header = name.replace('_', "-");
+            e.request_headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
+                .map(|(_, v)| v.to_vec())
+        }
+        _ => {
+            let header = name.strip_prefix("HTTP_")?.replace('_', "-");
+            e.request_headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
+                .map(|(_, v)| v.to_vec())
+        }
+    }
+}
+
+/// `%XX` decoded, as PATH_INFO is.
+fn percent_decoded(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if let (b'%', Some(Some(h)), Some(Some(l))) = (
+            raw[i],
+            raw.get(i + 1).map(|&b| hex(b)),
+            raw.get(i + 2).map(|&b| hex(b)),
+        ) {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Client bytes into a log line as nginx writes them: printable ASCII as it is,
+/// and `"`, `\`, control bytes, DEL and every byte past ASCII as `\xHH`.
+fn push_escaped(line: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            line.push(b as char);
+        } else {
+            line.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+}
+
 /// The user name of an `Authorization: Basic` header, as gunicorn's `u` atom.
-fn basic_auth_user(headers: &[(&[u8], &[u8])]) -> Option<String> {
+fn basic_auth_user(headers: &[(&[u8], &[u8])]) -> Option<Vec<u8>> {
     let (_, v) = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(b"authorization"))?;
@@ -256,11 +329,10 @@ fn basic_auth_user(headers: &[(&[u8], &[u8])]) -> Option<String> {
         .or_else(|| v.strip_prefix("basic "))?
         .trim();
     let decoded = base64_decode(encoded)?;
-    let text = String::from_utf8(decoded).ok()?;
-    Some(
-        text.split_once(':')
-            .map_or(text.clone(), |(u, _)| u.to_string()),
-    )
+    Some(match decoded.iter().position(|&b| b == b':') {
+        Some(i) => decoded[..i].to_vec(),
+        None => decoded,
+    })
 }
 
 /// Standard base64, enough for a Basic credential (no dependency for 15 lines).
@@ -347,6 +419,70 @@ mod tests {
             line,
             "GET|/a/b|x=1|HTTP/1.1|200|14|14|1|1500|0.001500|<42>|abc|text/plain|%(zz)s|%(\n"
         );
+    }
+
+    #[test]
+    fn client_bytes_cannot_forge_a_line() {
+        let log = AccessLog {
+            path: None,
+            out: None,
+            format: parse_format(DEFAULT_FORMAT),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: 42,
+        };
+        // The user name "eve\n10.0.0.1 - admin [...] \"GET /\x1b[2J" in a Basic header.
+        let forged = b"eve\n10.0.0.1 - admin \"GET /\x1b[2J\xc3\xa9:pw";
+        let encoded = base64_encode(forged);
+        let auth = format!("Basic {encoded}");
+        let headers: &[(&[u8], &[u8])] = &[
+            (b"Authorization", auth.as_bytes()),
+            (b"User-Agent", b"a\"b\\c"),
+        ];
+        let line = log.format_line(&entry(headers, &[]));
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(
+            line.starts_with("10.0.0.7 - eve\\x0A10.0.0.1 - admin \\x22GET /\\x1B[2J\\xC3\\xA9 ["),
+            "{line}"
+        );
+        assert!(line.ends_with(" \"a\\x22b\\x5Cc\"\n"), "{line}");
+    }
+
+    #[test]
+    fn environ_atoms_come_from_the_request_never_the_process() {
+        std::env::set_var("FERRICORN_TEST_SECRET", "hunter2");
+        let fmt = "%({FERRICORN_TEST_SECRET}e)s|%({REQUEST_METHOD}e)s|%({PATH_INFO}e)s|%({QUERY_STRING}e)s|%({HTTP_X_ID}e)s|%({REMOTE_ADDR}e)s|%({SERVER_PROTOCOL}e)s";
+        let log = AccessLog {
+            path: None,
+            out: None,
+            format: parse_format(fmt),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: 42,
+        };
+        let headers: &[(&[u8], &[u8])] = &[(b"X-Id", b"abc")];
+        let mut e = entry(headers, &[]);
+        e.target = b"/caf%C3%A9?x=1";
+        assert_eq!(
+            log.format_line(&e),
+            "-|GET|/caf\\xC3\\xA9|x=1|abc|10.0.0.7|HTTP/1.1\n"
+        );
+    }
+
+    fn base64_encode(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        while out.len() % 4 != 0 {
+            out.push('=');
+        }
+        out
     }
 
     #[test]
