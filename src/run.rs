@@ -306,7 +306,7 @@ fn check_environment(
         let mut dirs = options.pythonpath.clone();
         dirs.push(options.app_dir.clone());
         dirs.extend(interpreter.path.iter().cloned());
-        ferricorn_wsgi::check_readable_as(interpreter, uid, gid, &dirs)?;
+        ferricorn_wsgi::check_readable_as(interpreter, uid, gid, &config.groups, &dirs)?;
     }
     Ok(())
 }
@@ -378,6 +378,27 @@ fn serve(config: &Config, host: &Host) -> Exit {
     } else {
         None
     };
+    // Before anything is bound: a pidfile of a running master refuses the start.
+    let pidfile = match config
+        .pidfile
+        .as_deref()
+        .map(|p| ferricorn_master::Pidfile::create(p, std::process::id()))
+        .transpose()
+    {
+        Ok(Some((p, stale))) => {
+            if let Some(pid) = stale {
+                log::warn!(
+                    "the pidfile named pid {pid}, which is not a ferricorn master: replaced"
+                );
+            }
+            Some(p)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            error!("{e}");
+            return Exit::Code(exit_code::CONFIG_ERROR);
+        }
+    };
     let (listeners, adopted) = match (inherited, activated) {
         // After an upgrade: the same sockets, still open, and the old workers; the
         // options this binary's configuration names apply to them from now on.
@@ -410,24 +431,15 @@ fn serve(config: &Config, host: &Host) -> Exit {
                 Ok(l) => (l, Vec::new()),
                 Err(e) => {
                     error!("{e}");
+                    if let Some(p) = &pidfile {
+                        p.remove();
+                    }
                     return Exit::Code(exit_code::BIND_FAILED);
                 }
             }
         }
     };
     let master_pid = std::process::id() as i32;
-    let pidfile = match config
-        .pidfile
-        .as_deref()
-        .map(|p| ferricorn_master::Pidfile::create(p, master_pid as u32))
-        .transpose()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            error!("{e}");
-            return Exit::Code(exit_code::CONFIG_ERROR);
-        }
-    };
     info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
         // tests/it/util waits for this line to learn the port.
@@ -486,6 +498,7 @@ fn serve(config: &Config, host: &Host) -> Exit {
             max_requests_jitter: config.max_requests_jitter,
             user: config.user,
             group: config.group,
+            groups: config.groups.clone(),
             access_log: config.access_log.clone(),
             access_log_format: config.access_log_format.clone(),
             error_log: config.error_log.clone(),

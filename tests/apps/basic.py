@@ -168,6 +168,16 @@ def ids(environ, start_response):
 ROUTES["/ids"] = ids
 
 
+def groups(environ, start_response):
+    """The worker's uid, gid and supplementary groups."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    listed = ",".join(str(g) for g in sorted(set(os.getgroups())))
+    return [f"{os.getuid()} {os.getgid()} {listed}".encode()]
+
+
+ROUTES["/groups"] = groups
+
+
 def osenv(environ, start_response):
     """The worker process's environment variable named by the query string."""
     start_response("200 OK", [("Content-Type", "text/plain")])

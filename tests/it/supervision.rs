@@ -302,10 +302,41 @@ fn the_pidfile_holds_the_master_pid_while_it_runs() {
         "{}",
         second.log()
     );
+    assert!(!second.log().contains("Listening at"), "{}", second.log());
 
     server.signal(Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(10));
     assert!(!path.exists(), "the pidfile is removed at exit");
+}
+
+#[test]
+fn a_stale_pidfile_naming_a_live_process_that_is_not_ferricorn_is_replaced() {
+    // Pids are reused: after a crash the file may name anything alive (here, this
+    // test process). Only a running ferricorn master refuses the start.
+    let dir = crate::util::scratch("pidfile-stale");
+    let path = dir.join("ferricorn.pid");
+    std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+    let server = ServerBuilder::new("basic:app")
+        .args(&["-p", path.to_str().unwrap()])
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", server.pid)
+    );
+    assert!(
+        server.log().contains(&format!(
+            "the pidfile named pid {}, which is not a ferricorn master: replaced",
+            std::process::id()
+        )),
+        "{}",
+        server.log()
+    );
+    // And nothing else was left in the directory (the temporary file was renamed).
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["ferricorn.pid"]);
 }
 
 #[test]
@@ -372,6 +403,42 @@ fn umask_user_and_group_apply_to_workers() {
             "{log}"
         );
     }
+}
+
+#[test]
+fn a_user_without_a_group_runs_workers_with_its_own_groups_not_roots() {
+    // As su, systemd and runuser do: the user's primary group and its
+    // supplementary groups (initgroups), not the master's gid 0 and group 0.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    // An interpreter the user can read (pyenv's lives under /root): the venv of
+    // Debian's python3 that scripts/test makes.
+    let venv = crate::util::repo_dir().join(".venv-system");
+    assert!(
+        venv.join("bin/ferricorn").exists(),
+        "run ./scripts/test (it makes .venv-system)"
+    );
+    let server = ServerBuilder::new("basic:app")
+        .program(&venv.join("bin/ferricorn"))
+        .args(&["--user", "nobody"])
+        .start();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let gid = nobody.gid.as_raw();
+    let name = std::ffi::CString::new("nobody").unwrap();
+    let mut groups: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let listed: Vec<String> = groups.iter().map(u32::to_string).collect();
+    assert_eq!(
+        http::get(server.addr(), "/groups").unwrap().text(),
+        format!("{} {gid} {}", nobody.uid, listed.join(","))
+    );
 }
 
 #[test]

@@ -45,9 +45,13 @@ pub struct Config {
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub pidfile: Option<PathBuf>,
-    /// Workers switch to these ids after fork.
+    /// Workers switch to these ids after fork. With `user` and no `group`, `group`
+    /// is the user's primary group.
     pub user: Option<u32>,
     pub group: Option<u32>,
+    /// With `user`: the supplementary groups workers take (the user's, as
+    /// initgroups gives them: what `su`, systemd and `runuser` give).
+    pub groups: Vec<u32>,
     pub umask: Option<u32>,
     pub log_level: LevelFilter,
     /// Said once logging is up (e.g. a gunicorn.conf.py that is not read).
@@ -268,6 +272,13 @@ impl Config {
             .as_ref()
             .map(|g| resolve_group(&g.to_string(), origin("group")))
             .transpose()?;
+        let (group, groups) = match user {
+            Some(uid) => {
+                let (gid, groups) = user_groups(uid, group, origin("user"))?;
+                (Some(gid), groups)
+            }
+            None => (group, Vec::new()),
+        };
         let umask = s
             .umask
             .as_ref()
@@ -317,6 +328,7 @@ impl Config {
             pidfile: s.pidfile.clone(),
             user,
             group,
+            groups,
             umask,
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
             max_requests: s.max_requests.unwrap_or(0),
@@ -468,6 +480,33 @@ fn resolve_user(u: &str, origin: Source) -> Result<u32, ConfigError> {
         Ok(None) => Err(err("no such user".into())),
         Err(e) => Err(err(format!("cannot look it up: {e}"))),
     }
+}
+
+/// The primary group (`group`, else the user's own) and the supplementary groups
+/// a worker running as `uid` takes. A uid with no passwd entry has no primary
+/// group: without `--group` it is refused, rather than keep the master's (root's).
+fn user_groups(
+    uid: u32,
+    group: Option<u32>,
+    origin: Source,
+) -> Result<(u32, Vec<u32>), ConfigError> {
+    let err = |reason: String| ConfigError::new("user", uid.to_string(), origin.clone(), reason);
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .map_err(|e| err(format!("cannot look it up: {e}")))?;
+    let Some(user) = user else {
+        return match group {
+            Some(gid) => Ok((gid, vec![gid])),
+            None => Err(err(
+                "no passwd entry, so no primary group to run workers with: give --group".into(),
+            )),
+        };
+    };
+    let gid = group.unwrap_or(user.gid.as_raw());
+    let name = std::ffi::CString::new(user.name.clone())
+        .map_err(|_| err("the user name holds a NUL byte".into()))?;
+    let groups = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+        .map_err(|e| err(format!("cannot read its groups: {e}")))?;
+    Ok((gid, groups.into_iter().map(|g| g.as_raw()).collect()))
 }
 
 fn resolve_group(g: &str, origin: Source) -> Result<u32, ConfigError> {
@@ -722,6 +761,20 @@ mod tests {
     #[test]
     fn users_and_groups_resolve_or_fail_before_binding() {
         assert_eq!(resolve_user("root", Source::Default).unwrap(), 0);
+        // Without --group: the user's primary group, and its supplementary groups
+        // with it (initgroups), never the master's.
+        let (gid, groups) = user_groups(0, None, Source::Default).unwrap();
+        assert_eq!(gid, 0);
+        assert!(groups.contains(&0), "{groups:?}");
+        let (gid, groups) = user_groups(0, Some(65534), Source::Default).unwrap();
+        assert_eq!(gid, 65534);
+        assert!(groups.contains(&65534), "{groups:?}");
+        let e = user_groups(4_000_000, None, Source::Flag("--user".into())).unwrap_err();
+        assert!(e.to_string().contains("give --group"), "{e}");
+        assert_eq!(
+            user_groups(4_000_000, Some(7), Source::Default).unwrap(),
+            (7, vec![7])
+        );
         assert_eq!(resolve_user("1234", Source::Default).unwrap(), 1234);
         let e = resolve_user("no-such-user-ferricorn", Source::Flag("--user".into()))
             .unwrap_err()

@@ -43,9 +43,11 @@ pub struct WorkerOptions {
     /// Ask to be replaced after this many requests (0: never), plus a random 0..=jitter.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
-    /// Switch to these ids before starting Python (`--user`, `--group`).
+    /// Switch to these ids before the app is imported (`--user`, `--group`), with
+    /// `groups` as the supplementary groups.
     pub user: Option<u32>,
     pub group: Option<u32>,
+    pub groups: Vec<u32>,
     /// `--access-logfile` (`-` = stdout) and its format; `--error-logfile`.
     pub access_log: Option<String>,
     pub access_log_format: Option<String>,
@@ -117,7 +119,7 @@ pub fn run(
     }
 
     malloc::keep_freed_heap();
-    if let Err(e) = drop_privileges(opts.user, opts.group) {
+    if let Err(e) = drop_privileges(opts.user, opts.group, &opts.groups) {
         report(Report::Failed {
             code: exit_code::WORKER_BOOT_FAILED,
             message: format!("Worker failed to boot: {e}"),
@@ -315,15 +317,17 @@ pub fn run(
 
 /// `--group` then `--user` (in that order: after setuid the process may no longer
 /// change its group). Supplementary groups are dropped with the user switch.
-fn drop_privileges(user: Option<u32>, group: Option<u32>) -> Result<(), String> {
+fn drop_privileges(user: Option<u32>, group: Option<u32>, groups: &[u32]) -> Result<(), String> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     if let Some(gid) = group {
         setgid(Gid::from_raw(gid)).map_err(|e| format!("cannot switch to group {gid}: {e}"))?;
     }
     if let Some(uid) = user {
         if Uid::effective().is_root() {
-            let gid = group.map(Gid::from_raw).unwrap_or_else(Gid::effective);
-            setgroups(&[gid]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+            // The user's own groups (initgroups, resolved by the master before the
+            // fork), never the master's supplementary groups.
+            let list: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+            setgroups(&list).map_err(|e| format!("cannot set the supplementary groups: {e}"))?;
         }
         setuid(Uid::from_raw(uid)).map_err(|e| format!("cannot switch to user {uid}: {e}"))?;
     }

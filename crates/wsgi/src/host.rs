@@ -198,20 +198,20 @@ pub fn check_readable_as(
     interpreter: &Interpreter,
     uid: u32,
     gid: u32,
+    groups: &[u32],
     dirs: &[PathBuf],
 ) -> Result<(), HostError> {
-    use std::os::unix::process::CommandExt;
     const PROBE: &str = "import os, sys\nfor p in sys.argv[1:]:\n    try:\n        os.listdir(p)\n    except OSError as e:\n        print(p + '\\t' + (e.strerror or str(e)))\n        break\n";
-    let out = Command::new(&interpreter.executable)
+    let mut probe = Command::new(&interpreter.executable);
+    probe
         .arg("-I")
         .arg("-c")
         .arg(PROBE)
         .args(dirs)
-        .uid(uid)
-        .gid(gid)
         .stdin(Stdio::null())
-        .current_dir("/")
-        .output();
+        .current_dir("/");
+    as_worker(&mut probe, uid, gid, groups);
+    let out = probe.output();
     let unreadable = |path: String, reason: String| HostError::Unreadable {
         uid,
         gid,
@@ -249,6 +249,38 @@ pub fn check_readable_as(
     match stdout.lines().next().and_then(|l| l.split_once('\t')) {
         Some((path, reason)) => Err(unreadable(path.to_string(), reason.to_string())),
         None => Ok(()),
+    }
+}
+
+/// Run `cmd` with the ids a worker takes: the groups, then the gid, then the uid,
+/// as the worker drops them (std's `uid`/`gid` would clear the supplementary
+/// groups instead).
+#[allow(unsafe_code)]
+fn as_worker(cmd: &mut Command, uid: u32, gid: u32, groups: &[u32]) {
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = if groups.is_empty() {
+        vec![gid]
+    } else {
+        groups.to_vec()
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let closure = move || -> io::Result<()> {
+        // SAFETY: plain system calls on memory prepared before the fork; all three
+        // are async-signal-safe, as code between fork and exec must be.
+        unsafe {
+            if root && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe calls (see above) and
+    // touches no lock or allocation of the parent's.
+    unsafe {
+        cmd.pre_exec(closure);
     }
 }
 
