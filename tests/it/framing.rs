@@ -187,6 +187,56 @@ fn proxy_protocol_v1_and_v2_set_the_client_address_for_allowed_peers() {
 }
 
 #[test]
+fn behind_a_proxy_protocol_proxy_forwarded_headers_are_trusted_by_who_connected() {
+    // The proxy (127.0.0.1) is in --forwarded-allow-ips; the clients it speaks
+    // for are not, whatever address a PROXY header claims for them.
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--proxy-protocol",
+            "--proxy-allow-from",
+            "127.0.0.0/8",
+            "--forwarded-allow-ips",
+            "127.0.0.1",
+        ])
+        .start();
+    let scheme = |from: &str, proxy_line: &str| -> String {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(
+            &format!("{from}:0")
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        sock.connect(&server.addr().into()).unwrap();
+        let mut c = http::Client::from_stream(sock.into()).unwrap();
+        let raw =
+            format!("{proxy_line}GET /env HTTP/1.1\r\nHost: t\r\nX-Forwarded-Proto: https\r\n\r\n");
+        c.send(raw.as_bytes()).unwrap();
+        let text = c.read_response(false).unwrap().text();
+        text.split("\"wsgi.url_scheme\": \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    // The trusted proxy's X-Forwarded-Proto holds, for a client it names.
+    assert_eq!(
+        scheme(
+            "127.0.0.1",
+            "PROXY TCP4 203.0.113.9 127.0.0.1 40000 443\r\n"
+        ),
+        "https"
+    );
+    // A peer that is not trusted gains nothing by claiming a trusted address.
+    assert_eq!(
+        scheme("127.0.0.2", "PROXY TCP4 127.0.0.1 127.0.0.1 40000 443\r\n"),
+        "http"
+    );
+}
+
+#[test]
 fn obs_fold_is_accepted_only_with_permit_obsolete_folding() {
     let raw = b"GET /env HTTP/1.1\r\nHost: t\r\nX-Folded: one\r\n two\r\nX-After: yes\r\n\r\n";
     let strict = ServerBuilder::new("basic:app").start();

@@ -26,7 +26,12 @@ pub enum Phase {
 
 pub struct Conn {
     pub sock: TcpStream,
+    /// The client, as the app sees it: a PROXY header's source replaces the
+    /// connecting peer.
     pub peer: SocketAddr,
+    /// Who connected: what `forwarded_allow_ips` trust is decided by (a PROXY
+    /// header is the proxy's word for its client, not grounds to trust that client).
+    pub connected_from: SocketAddr,
     pub local: SocketAddr,
     pub inbuf: InBuf,
     pub out: OutBuf,
@@ -85,6 +90,7 @@ impl Conn {
         Conn {
             sock,
             peer,
+            connected_from: peer,
             local,
             inbuf: InBuf::default(),
             out: OutBuf::default(),

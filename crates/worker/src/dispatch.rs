@@ -90,7 +90,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     };
     let method = &bytes[head.method.clone()];
     let target = &bytes[head.target.clone()];
-    let url_scheme = if trusted.contains(conn.peer.ip()) {
+    let url_scheme = if trusted.contains(conn.connected_from.ip()) {
         match forwarded_scheme(&headers) {
             Ok(s) => s.unwrap_or("http"),
             Err(e) => {

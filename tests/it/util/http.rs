@@ -43,6 +43,16 @@ impl Client {
         })
     }
 
+    /// A connection made elsewhere (from a chosen local address, say).
+    pub fn from_stream(stream: TcpStream) -> io::Result<Client> {
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
     pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
         self.stream.write_all(raw)
     }
