@@ -62,9 +62,21 @@ pub fn run(host: &Host) -> Exit {
         let _ = e.print();
         return Exit::Code(exit_code::USAGE_ERROR);
     }
+    // First: the files made from here on (the logs, the pidfile) get its mode.
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     if let Some(path) = &config.error_log {
-        if let Err(e) = ferricorn_log::redirect_stderr(path) {
+        if let Err(e) = ferricorn_log::redirect_stderr(path, log_owner(&config)) {
             eprintln!("Error: invalid value `{path}` for `errorlog` (from --error-logfile): {e}");
+            return Exit::Code(exit_code::CONFIG_ERROR);
+        }
+    }
+    // The access log is written by the workers; a path they cannot open is said
+    // here, before anything is bound, not by every worker after.
+    if let Some(path) = config.access_log.as_deref().filter(|p| *p != "-") {
+        if let Err(e) = ferricorn_log::open_log_file(path, log_owner(&config)) {
+            eprintln!("Error: invalid value `{path}` for `accesslog` (from --access-logfile): {e}");
             return Exit::Code(exit_code::CONFIG_ERROR);
         }
     }
@@ -85,6 +97,11 @@ pub fn run(host: &Host) -> Exit {
         std::env::set_var(k, v);
     }
     serve(&config, host)
+}
+
+/// Who must be able to reopen the log files: the workers' user, when they switch.
+fn log_owner(config: &Config) -> Option<(u32, u32)> {
+    config.user.zip(config.group)
 }
 
 /// `--version`: which CPython ferricorn runs on, for bug reports.
@@ -341,9 +358,6 @@ fn serve(config: &Config, host: &Host) -> Exit {
         &[config.workers.to_string(), String::new()],
     );
     master_hook(python, config, "on_starting");
-    if let Some(mask) = config.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
     if let Some(dir) = &config.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             error!(

@@ -349,28 +349,8 @@ fn error_log_file_gets_the_log_and_app_tracebacks() {
     let path = dir.join("error.log");
     let server = ServerBuilder::new("basic:app")
         .args(&["--error-logfile", path.to_str().unwrap()])
-        .spawn();
-    let deadline = std::time::Instant::now() + T;
-    let addr = loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.contains(") ready") {
-            let line = text
-                .lines()
-                .find(|l| l.contains("Listening at: http://"))
-                .unwrap();
-            break line
-                .split("http://")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "not ready: {text}");
-        std::thread::sleep(Duration::from_millis(20)); // polling a file, bounded
-    };
+        .start_with_log_file(&path);
+    let addr = server.addr();
     assert_eq!(http::get(addr, "/error").unwrap().status, 500);
     let deadline = std::time::Instant::now() + T;
     while !std::fs::read_to_string(&path)

@@ -442,6 +442,91 @@ fn a_user_without_a_group_runs_workers_with_its_own_groups_not_roots() {
 }
 
 #[test]
+fn workers_under_user_keep_writing_both_logs_across_a_rotation() {
+    // logrotate renames the files and sends USR1. In a directory only root may
+    // write, workers running as another user can neither create the new files nor
+    // write ones the master created as root: the master makes them and hands them
+    // to the workers' user.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let venv = crate::util::repo_dir().join(".venv-system");
+    assert!(venv.join("bin/ferricorn").exists(), "run ./scripts/test");
+    let dir = crate::util::scratch("rotate-as-user");
+    let (access, errors) = (dir.join("access.log"), dir.join("error.log"));
+    let server = ServerBuilder::new("basic:app")
+        .program(&venv.join("bin/ferricorn"))
+        .args(&["--user", "nobody", "--capture-output"])
+        .args(&["--access-logfile", access.to_str().unwrap()])
+        .args(&["--error-logfile", errors.to_str().unwrap()])
+        .start_with_log_file(&errors);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    for path in [&access, &errors] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            nobody.uid.as_raw(),
+            "{}",
+            path.display()
+        );
+    }
+    std::fs::rename(&access, dir.join("access.log.1")).unwrap();
+    std::fs::rename(&errors, dir.join("error.log.1")).unwrap();
+    server.signal(Signal::SIGUSR1);
+    let wait_for = |path: &std::path::Path, want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let _ = http::get(server.addr(), "/say");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want:?} not in {}: {text:?}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling a file, bounded
+        }
+    };
+    wait_for(&access, "GET /say");
+    wait_for(&errors, "printed by the app");
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_is_refused_before_binding() {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--access-logfile", "/nonexistent-dir-ferricorn/access.log"])
+        .spawn();
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    let log = server.log();
+    assert!(
+        log.contains("invalid value `/nonexistent-dir-ferricorn/access.log` for `accesslog`")
+            && !log.contains("Listening at"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_umask_applies_to_the_error_log() {
+    let dir = crate::util::scratch("umask-log");
+    let errors = dir.join("error.log");
+    let server = ServerBuilder::new("basic:app")
+        .args(&[
+            "--umask",
+            "077",
+            "--error-logfile",
+            errors.to_str().unwrap(),
+        ])
+        .start_with_log_file(&errors);
+    drop(server);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&errors).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
 fn hup_usr2_and_the_masters_other_signals_sent_to_a_worker_are_ignored() {
     // gunicorn's workers die on HUP and USR2 sent to the process group.
     let server = ServerBuilder::new("basic:app").start();

@@ -23,13 +23,31 @@ pub fn init(level: LevelFilter) {
 /// `--error-logfile PATH`: make this process's stderr (fd 2) append to `path`, so
 /// ferricorn's log, Python tracebacks and whatever the app prints to stderr all
 /// land there. Called again on USR1 to follow a rotated file.
-pub fn redirect_stderr(path: &str) -> std::io::Result<()> {
+/// `owner`: the workers' user and group (`--user`), who must be able to reopen it.
+pub fn redirect_stderr(path: &str, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let file = open_log_file(path, owner)?;
+    nix::unistd::dup2_stderr(&file)?;
+    Ok(())
+}
+
+/// Open (creating) a log file to append to. With `owner` (the workers' user and
+/// group, when they run as another user), a master running as root hands the file
+/// to them, as gunicorn does: workers write it, and reopen it after a rotation.
+pub fn open_log_file(path: &str, owner: Option<(u32, u32)>) -> std::io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
-    nix::unistd::dup2_stderr(&file)?;
-    Ok(())
+    if let Some((uid, gid)) = owner {
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::fchown(
+                &file,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )?;
+        }
+    }
+    Ok(file)
 }
 
 /// Parse gunicorn's level names (`debug`, `info`, `warning`, `error`, `critical`).

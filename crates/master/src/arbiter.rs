@@ -337,9 +337,17 @@ impl Master {
                 self.set_target(target);
             }
             Action::ReopenLogs => {
+                // Made here, as root if the master is, and handed to the workers'
+                // user: after a rotation they may not create files where it lives.
+                let owner = self.config.user.zip(self.config.group);
                 if let Some(path) = &self.config.error_log {
-                    if let Err(e) = ferricorn_log::redirect_stderr(path) {
+                    if let Err(e) = ferricorn_log::redirect_stderr(path, owner) {
                         error!("cannot reopen the error log {path}: {e}");
+                    }
+                }
+                if let Some(path) = self.config.access_log.as_deref().filter(|p| *p != "-") {
+                    if let Err(e) = ferricorn_log::open_log_file(path, owner) {
+                        error!("cannot reopen the access log {path}: {e}");
                     }
                 }
                 info!("Handling signal: {name}{from}: reopening log files (workers too)");

@@ -398,8 +398,14 @@ impl<'py> Server<'py> {
             error!("cannot reopen the access log: {e}");
         }
         if let Some(path) = &self.error_log {
-            if let Err(e) = ferricorn_log::redirect_stderr(path) {
+            // --capture-output made stdout the error log too: it follows.
+            let captured = same_file(&std::io::stdout(), &std::io::stderr());
+            if let Err(e) = ferricorn_log::redirect_stderr(path, None) {
                 error!("cannot reopen the error log {path}: {e}");
+            } else if captured {
+                if let Err(e) = nix::unistd::dup2_stdout(std::io::stderr()) {
+                    error!("--capture-output: cannot redirect stdout: {e}");
+                }
             }
         }
     }
@@ -960,6 +966,14 @@ impl<'py> Server<'py> {
 
 /// Read until the socket is empty, the peer closes, or backpressure says stop.
 /// `now`: the loop's time as last read, for the deadlines.
+/// Whether two descriptors refer to the same open file's inode.
+fn same_file(a: &impl std::os::fd::AsFd, b: &impl std::os::fd::AsFd) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
 fn read_available(conn: &mut Conn, settings: &Settings, now: Instant) -> io::Result<()> {
     conn.read_pending = false;
     while !conn.peer_closed {

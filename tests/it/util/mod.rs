@@ -357,6 +357,32 @@ impl ServerBuilder {
         spawn_command(cmd, self.workers)
     }
 
+    /// Start a server whose log goes to `log` (`--error-logfile`), not stderr:
+    /// ready once that file says its workers are ready.
+    pub fn start_with_log_file(self, log: &Path) -> Server {
+        let workers = self.workers;
+        let mut server = self.spawn();
+        let deadline = Instant::now() + BOOT;
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.matches(") ready").count() >= workers {
+                let line = text
+                    .lines()
+                    .find(|l| l.contains("Listening at: http://"))
+                    .expect("a Listening line before the workers are ready");
+                let addr = line.split("http://").nth(1).unwrap();
+                server.addr = addr.split_whitespace().next().unwrap().parse().ok();
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready: {text}\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling a file, bounded
+        }
+    }
+
     /// Start with no APP_MODULE argument (the config file names the app).
     pub fn start_without_app(mut self) -> Server {
         self.args.retain(|a| !a.is_empty());
