@@ -237,6 +237,52 @@ fn behind_a_proxy_protocol_proxy_forwarded_headers_are_trusted_by_who_connected(
 }
 
 #[test]
+fn a_request_line_that_cannot_be_http_1_gets_its_400_at_once_not_at_the_header_timeout() {
+    let server = ServerBuilder::new("basic:app").start();
+    for (what, raw, status) in [
+        ("HTTP/0.9", &b"GET /\r\n"[..], "400"),
+        (
+            "a TLS ClientHello",
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            "400",
+        ),
+        (
+            "a PROXY line, the protocol off",
+            &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2"[..],
+            "400",
+        ),
+        (
+            "the HTTP/2 preface's first line",
+            &b"PRI * HTTP/2.0\r\n"[..],
+            "505",
+        ),
+    ] {
+        let mut s = TcpStream::connect(server.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let sent = std::time::Instant::now();
+        s.write_all(raw).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {text:?}"
+        );
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{what}: {:?}",
+            sent.elapsed()
+        );
+    }
+}
+
+#[test]
 fn obs_fold_is_accepted_only_with_permit_obsolete_folding() {
     let raw = b"GET /env HTTP/1.1\r\nHost: t\r\nX-Folded: one\r\n two\r\nX-After: yes\r\n\r\n";
     let strict = ServerBuilder::new("basic:app").start();

@@ -117,6 +117,7 @@ pub enum Parsed {
 /// refuse the request. `head` is only meaningful after `Complete`.
 pub fn parse_head(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<Parsed, HttpError> {
     let Some((start, end)) = find_head(buf, limits)? else {
+        reject_early(buf)?;
         return Ok(Parsed::Partial);
     };
     head.clear();
@@ -138,6 +139,7 @@ pub fn parse_head_unfolding(
     head: &mut Head,
 ) -> Result<Parsed, HttpError> {
     let Some((start, end)) = find_head(buf, limits)? else {
+        reject_early(buf)?;
         return Ok(Parsed::Partial);
     };
     let section = &mut buf[start..end];
@@ -165,6 +167,48 @@ pub fn parse_head_unfolding(
 /// Lines are checked in order, and the same checks run on a trailing partial
 /// line, so a request is refused for the same reason however it was split
 /// across reads.
+/// An incomplete head whose request line already cannot be HTTP/1.x — a TLS
+/// ClientHello, `GET /` and CRLF (HTTP/0.9), a PROXY line when the protocol is off
+/// — is answered now, with the error the whole head would get, rather than held
+/// until the header timeout. httparse reads the request line first and says
+/// `Partial` for every prefix of a valid one.
+fn reject_early(buf: &[u8]) -> Result<(), HttpError> {
+    let mut start = 0;
+    while buf[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    // A CR at the end may be the first half of a CRLF, or a bare CR that the
+    // line checks will name once the next byte comes: not httparse's to judge.
+    let bytes = buf[start..].strip_suffix(b"\r").unwrap_or(&buf[start..]);
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse(bytes) {
+        // No header slots: a request line that parsed stops at the first header.
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => Ok(()),
+        // Header bytes of a head not yet complete are judged once it is.
+        Err(_) if req.version.is_some() => Ok(()),
+        // A version still being written (`HTTP/2.`) is judged whole: a complete
+        // one we do not speak is a 505, not a malformed one.
+        Err(httparse::Error::Version) if version_may_come(bytes) => Ok(()),
+        Err(e) => Err(map_httparse_error(e, bytes)),
+    }
+}
+
+/// The request line is not finished, and what follows its second SP can still
+/// become `HTTP/d.d`.
+fn version_may_come(bytes: &[u8]) -> bool {
+    if memchr::memchr(b'\n', bytes).is_some() {
+        return false;
+    }
+    let mut fields = bytes.splitn(3, |&b| b == b' ');
+    let version = fields.nth(2).unwrap_or_default();
+    let shape = b"HTTP/0.0";
+    version.len() <= shape.len()
+        && version.iter().zip(shape).all(|(&b, &want)| match want {
+            b'0' => b.is_ascii_digit(),
+            _ => b == want,
+        })
+}
+
 fn find_head(buf: &[u8], limits: &Limits) -> Result<Option<(usize, usize)>, HttpError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF)
     // received prior to the request-line. They still count toward max_head,
@@ -672,6 +716,42 @@ mod tests {
     }
 
     #[test]
+    fn a_request_line_that_cannot_be_http_1_is_answered_before_the_head_ends() {
+        use HttpError::*;
+        let bad = BadRequest;
+        let cases: &[(&str, &[u8], HttpError)] = &[
+            // Regression: each of these waited for the header timeout (30 s).
+            (
+                "HTTP/2 preface, first line",
+                b"PRI * HTTP/2.0\r\n",
+                VersionNotSupported,
+            ),
+            (
+                "HTTP/0.9",
+                b"GET /\r\n",
+                bad("invalid method or request-target"),
+            ),
+            (
+                "TLS ClientHello",
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                bad("invalid method or request-target"),
+            ),
+            (
+                "PROXY line, protocol off",
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
+                bad("invalid HTTP version"),
+            ),
+        ];
+        for (what, req, want) in cases {
+            assert_eq!(parse(req).map(|r| r.0), Err(*want), "{what}");
+            // The same answer the whole head would get.
+            let mut whole = req.to_vec();
+            whole.extend_from_slice(b"Host: h\r\n\r\n");
+            assert_eq!(parse(&whole).map(|r| r.0), Err(*want), "{what}, whole");
+        }
+    }
+
+    #[test]
     fn partial_heads() {
         let cases: &[(&str, &[u8])] = &[
             ("nothing yet", b""),
@@ -683,7 +763,7 @@ mod tests {
                 b"GET / HTTP/1.1\r\nHost: h\r\n",
             ),
             ("CR of the final CRLF", b"GET / HTTP/1.1\r\nHost: h\r\n\r"),
-            ("HTTP/2 preface, first bytes", b"PRI * HTTP/2.0\r\n"),
+            ("a CR that may start the CRLF", b"GET /01\r"),
         ];
         for &(what, req) in cases {
             assert_eq!(parse(req).map(|r| r.0), Ok(Parsed::Partial), "{what}");
@@ -767,6 +847,10 @@ mod tests {
         ];
         for (what, req, want) in cases {
             assert_eq!(parse(req).map(|r| r.0), Err(*want), "{what}");
+            // The same answer the whole head would get.
+            let mut whole = req.to_vec();
+            whole.extend_from_slice(b"Host: h\r\n\r\n");
+            assert_eq!(parse(&whole).map(|r| r.0), Err(*want), "{what}, whole");
         }
     }
 
