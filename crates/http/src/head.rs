@@ -389,10 +389,18 @@ fn check_target(buf: &[u8], head: &Head) -> Result<(), HttpError> {
             Err(HttpError::BadRequest("CONNECT needs host:port"))
         };
     }
-    // §3.2.1 origin-form, §3.2.4 asterisk-form (accepted for any method;
-    // the worker answers non-OPTIONS "*" itself).
-    if target[0] == b'/' || target == b"*" {
+    // §3.2.1 origin-form; §3.2.4 asterisk-form, which is for OPTIONS only.
+    if target[0] == b'/' {
         return Ok(());
+    }
+    if target == b"*" {
+        return if method == b"OPTIONS" {
+            Ok(())
+        } else {
+            Err(HttpError::BadRequest(
+                "asterisk-form target is for OPTIONS only",
+            ))
+        };
     }
     // §3.2.2 absolute-form. We require "scheme://" so that an authority-form
     // target like "example.com:443" on a non-CONNECT method (which also
@@ -432,6 +440,7 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
     let mut hosts = 0;
     let mut content_length: Option<&[u8]> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
+    let mut content_type = false;
     let mut close = false;
     let mut keep_alive = false;
     let mut expect_continue = false;
@@ -450,6 +459,12 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
             // them avoids any disagreement about how they combine.
             if transfer_encoding.replace(value).is_some() {
                 return Err(HttpError::BadRequest("multiple Transfer-Encoding lines"));
+            }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            // Not a list (RFC 9110 §8.3): two would reach the app merged into one
+            // value that neither sender meant. gunicorn refuses them too.
+            if std::mem::replace(&mut content_type, true) {
+                return Err(HttpError::BadRequest("duplicate Content-Type"));
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             // RFC 9112 §9.3: connection options are a case-insensitive list.
@@ -673,7 +688,6 @@ mod tests {
             ("absolute-form", "GET", "http://example.com/foo?q=1"),
             ("absolute-form with userinfo and IPv6", "GET", "http://u:p@[::1]:8080/x"),
             ("asterisk-form for OPTIONS", "OPTIONS", "*"),
-            ("asterisk-form for any method (worker decides)", "GET", "*"),
             ("authority-form for CONNECT", "CONNECT", "example.com:443"),
             ("authority-form with IPv6 for CONNECT", "CONNECT", "[::1]:443"),
             ("method is any token", "-BLARGH", "/"),
@@ -779,6 +793,9 @@ mod tests {
             ("1.1 without Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
             ("duplicate Host", get("Host: h\r\n"), bad("missing or duplicate Host")),
             ("duplicate Host on 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
+            // Regression: these reached the app (issue 19); gunicorn refuses both.
+            ("asterisk-form for GET", b"GET * HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("asterisk-form target is for OPTIONS only")),
+            ("two Content-Types", get("Content-Type: a/b\r\ncontent-type: c/d\r\n"), bad("duplicate Content-Type")),
             // Line endings (RFC 9112 §2.2).
             ("bare LF ends a header line", get("A: b\n"), bad("bare LF in head")),
             ("bare LF ends the head", b"GET / HTTP/1.1\r\nHost: h\r\n\n".to_vec(), bad("bare LF in head")),

@@ -80,14 +80,6 @@ const DELIBERATELY_ACCEPTED: &[(&str, &str)] = &[
         "016",
         "target \"s://]ufd/:\" has the absolute-form shape; URI validation is the worker's",
     ),
-    (
-        "041",
-        "duplicate Content-Type is not a framing field; no RFC rule requires a 400",
-    ),
-    (
-        "rfc9112_target_asterisk_non_options_01",
-        "\"GET *\": asterisk-form is accepted for any method; the worker answers it",
-    ),
 ];
 
 /// Invalid fixtures that are truncated streams, not bad bytes: the head
