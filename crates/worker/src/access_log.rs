@@ -268,21 +268,19 @@ fn environ_value(e: &Entry<'_>, name: &str, path: &[u8], query: &[u8]) -> Option
         "SERVER_PROTOCOL" => owned(format!("HTTP/1.{}", e.minor_version)),
         "REMOTE_ADDR" => owned(e.peer.ip().to_string()),
         "REMOTE_PORT" => owned(e.peer.port().to_string()),
-        "CONTENT_TYPE" | "CONTENT_LENGTH" => {
-            let header = name.replace('_', "-");
-            e.request_headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
-                .map(|(_, v)| v.to_vec())
-        }
-        _ => {
-            let header = name.strip_prefix("HTTP_")?.replace('_', "-");
-            e.request_headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
-                .map(|(_, v)| v.to_vec())
-        }
+        // CONTENT_TYPE and CONTENT_LENGTH carry no HTTP_ prefix in the environ.
+        "CONTENT_TYPE" | "CONTENT_LENGTH" => request_header(e, name),
+        _ => request_header(e, name.strip_prefix("HTTP_")?),
     }
+}
+
+/// The request header an environ key names (`X_ID` for `X-Id`).
+fn request_header(e: &Entry<'_>, key: &str) -> Option<Vec<u8>> {
+    let header = key.replace('_', "-");
+    e.request_headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
+        .map(|(_, v)| v.to_vec())
 }
 
 /// `%XX` decoded, as PATH_INFO is.
@@ -362,6 +360,18 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// A log with `format`, writing nowhere, as worker pid 42.
+    fn log_with(format: &str) -> AccessLog {
+        AccessLog {
+            path: None,
+            out: None,
+            format: parse_format(format),
+            queue: Vec::new(),
+            dropped: 0,
+            pid: 42,
+        }
+    }
+
     fn entry<'a>(headers: &'a [(&'a [u8], &'a [u8])], resp: &'a [(Vec<u8>, Vec<u8>)]) -> Entry<'a> {
         Entry {
             peer: "10.0.0.7:5555".parse().unwrap(),
@@ -378,14 +388,7 @@ mod tests {
 
     #[test]
     fn default_format_matches_gunicorns_shape() {
-        let log = AccessLog {
-            path: None,
-            out: None,
-            format: parse_format(DEFAULT_FORMAT),
-            queue: Vec::new(),
-            dropped: 0,
-            pid: 42,
-        };
+        let log = log_with(DEFAULT_FORMAT);
         let headers: &[(&[u8], &[u8])] = &[
             (b"User-Agent", b"curl/8"),
             (b"Referer", b"http://r/"),
@@ -404,14 +407,7 @@ mod tests {
     #[test]
     fn every_atom() {
         let fmt = "%(m)s|%(U)s|%(q)s|%(H)s|%(s)s|%(B)s|%(b)s|%(M)s|%(D)s|%(L)s|%(p)s|%({x-id}i)s|%({content-type}o)s|%(zz)s|%(";
-        let log = AccessLog {
-            path: None,
-            out: None,
-            format: parse_format(fmt),
-            queue: Vec::new(),
-            dropped: 0,
-            pid: 42,
-        };
+        let log = log_with(fmt);
         let headers: &[(&[u8], &[u8])] = &[(b"X-Id", b"abc")];
         let resp = vec![(b"Content-Type".to_vec(), b"text/plain".to_vec())];
         let line = log.format_line(&entry(headers, &resp));
@@ -423,14 +419,7 @@ mod tests {
 
     #[test]
     fn client_bytes_cannot_forge_a_line() {
-        let log = AccessLog {
-            path: None,
-            out: None,
-            format: parse_format(DEFAULT_FORMAT),
-            queue: Vec::new(),
-            dropped: 0,
-            pid: 42,
-        };
+        let log = log_with(DEFAULT_FORMAT);
         // The user name "eve\n10.0.0.1 - admin [...] \"GET /\x1b[2J" in a Basic header.
         let forged = b"eve\n10.0.0.1 - admin \"GET /\x1b[2J\xc3\xa9:pw";
         let encoded = base64_encode(forged);
@@ -452,14 +441,7 @@ mod tests {
     fn environ_atoms_come_from_the_request_never_the_process() {
         std::env::set_var("FERRICORN_TEST_SECRET", "hunter2");
         let fmt = "%({FERRICORN_TEST_SECRET}e)s|%({REQUEST_METHOD}e)s|%({PATH_INFO}e)s|%({QUERY_STRING}e)s|%({HTTP_X_ID}e)s|%({REMOTE_ADDR}e)s|%({SERVER_PROTOCOL}e)s";
-        let log = AccessLog {
-            path: None,
-            out: None,
-            format: parse_format(fmt),
-            queue: Vec::new(),
-            dropped: 0,
-            pid: 42,
-        };
+        let log = log_with(fmt);
         let headers: &[(&[u8], &[u8])] = &[(b"X-Id", b"abc")];
         let mut e = entry(headers, &[]);
         e.target = b"/caf%C3%A9?x=1";

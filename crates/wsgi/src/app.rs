@@ -405,14 +405,17 @@ impl App {
         for taken in 1.. {
             let item = if streaming {
                 let _lent = crate::current_sink::lend(sink);
-                items.next()
+                let item = items.next();
+                // A write() the app made meanwhile found the client gone.
+                if let Some(gone) = start.borrow_mut().client_gone.take() {
+                    return Err(CallError::Client(gone));
+                }
+                item
             } else {
+                // A list's items run no Python, so no write() comes between them.
                 items.next()
             };
             let Some(item) = item else { break };
-            if let Some(gone) = start.borrow_mut().client_gone.take() {
-                return Err(CallError::Client(gone));
-            }
             let sent = start.borrow().headers_sent;
             let item = item.map_err(|e| self.app_error(py, e, sent))?;
             let Ok(chunk) = item.cast::<PyBytes>() else {
