@@ -90,13 +90,23 @@ pub fn run(host: &Host) -> Exit {
         }
     }
     if check {
+        // Nothing to hold signals for: a TERM ends a check as it would any command.
+        let _ = ferricorn_signals::sys::set_mask(&nix::sys::signal::SigSet::empty());
         return Exit::Code(check_app(&config, &host.interpreter));
     }
+    // Before the slow part of start-up (hooks, --preload, binding).
+    let signals = match ferricorn_master::hold_signals(&config.policy) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install the signal handlers: {e}");
+            return Exit::Code(exit_code::MASTER_FAILED);
+        }
+    };
     // -e KEY=VALUE: the master is single-threaded here, and workers inherit it.
     for (k, v) in &config.raw_env {
         std::env::set_var(k, v);
     }
-    serve(&config, host)
+    serve(&config, signals, host)
 }
 
 /// Who must be able to reopen the log files: the workers' user, when they switch.
@@ -328,7 +338,7 @@ fn check_environment(
     Ok(())
 }
 
-fn serve(config: &Config, host: &Host) -> Exit {
+fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> Exit {
     let python = host.interpreter.executable.as_path();
     // Before --chdir: an upgrade re-executes from where the user started us.
     let start =
@@ -510,6 +520,7 @@ fn serve(config: &Config, host: &Host) -> Exit {
             },
             max_requests: config.max_requests,
             max_requests_jitter: config.max_requests_jitter,
+            orphan_limit: config.timeout.unwrap_or(config.graceful_timeout),
             user: config.user,
             group: config.group,
             groups: config.groups.clone(),
@@ -567,6 +578,7 @@ fn serve(config: &Config, host: &Host) -> Exit {
     }
     let exit = ferricorn_master::run(
         config.clone(),
+        signals,
         listeners,
         adopted,
         start,

@@ -5,7 +5,13 @@ This is the only Python the master runs: the core reads the interpreter's facts
 and from then on runs none (workers are forks of this process)."""
 
 import os
+import signal
 import sys
+
+# First, before anything slow: a signal sent while ferricorn starts waits until the
+# core has installed its handlers (it lets them in once it knows the signal policy),
+# instead of meeting its default action (HUP would kill the master).
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH})
 
 
 def main():

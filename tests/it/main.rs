@@ -24,6 +24,7 @@ mod request_body;
 mod serving;
 mod signals;
 mod slow_clients;
+mod stops;
 mod streaming;
 mod supervision;
 mod threads;

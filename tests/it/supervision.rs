@@ -1,5 +1,6 @@
 //! The master keeps the configured number of workers running.
 
+use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
@@ -84,26 +85,35 @@ fn hup_starts_a_new_generation_then_retires_the_old_one() {
     assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
 }
 
-#[test]
-fn a_reload_whose_app_fails_to_load_keeps_the_old_workers_serving() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Two workers serving `changing.py` (answering "v1") from a scratch directory
+/// that a test then rewrites before a reload.
+fn serving_v1(name: &str, args: &[&str]) -> (std::path::PathBuf, crate::util::Server) {
+    let dir = crate::util::scratch(name);
     std::fs::write(
         dir.join("changing.py"),
         "def app(e, sr):\n    sr('200 OK', [])\n    return [b'v1']\n",
     )
     .unwrap();
-    let mut server = ServerBuilder::new("changing:app")
+    let server = ServerBuilder::new("changing:app")
         .chdir(&dir)
         .workers(2)
+        .args(args)
         .start();
     assert_eq!(http::get(server.addr(), "/").unwrap().text(), "v1");
+    (dir, server)
+}
+
+#[test]
+fn a_reload_whose_app_fails_to_load_keeps_the_old_workers_serving() {
+    let (dir, mut server) = serving_v1("reload", &[]);
 
     std::fs::write(dir.join("changing.py"), "import no_such_dependency\n").unwrap();
     server.signal(Signal::SIGHUP);
     server.wait_log(
-        |l| l.contains("Reload failed: keeping the 2 workers of the previous generation"),
+        |l| {
+            l.contains("Reload failed: App failed to load")
+                && l.contains("keeping the 2 workers of the previous generation")
+        },
         Duration::from_secs(10),
     );
     assert_eq!(
@@ -131,6 +141,43 @@ fn a_reload_whose_app_fails_to_load_keeps_the_old_workers_serving() {
         last = http::get(server.addr(), "/").unwrap().text();
     }
     assert_eq!(last, "v2", "log:\n{}", server.log());
+    server.signal(Signal::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(10)).signal().is_some());
+}
+
+/// A new generation whose workers die at boot with a code that is not
+/// gunicorn's 3 or 4 (here a native crash stand-in: `os._exit(1)` at import)
+/// is given up after `--boot-deadline`, reported, and the old one serves on.
+#[test]
+fn a_reload_whose_workers_keep_crashing_at_boot_is_given_up_and_reported() {
+    let (dir, mut server) = serving_v1("reload-crash", &["--boot-deadline", "2"]);
+
+    std::fs::write(dir.join("changing.py"), "import os\nos._exit(1)\n").unwrap();
+    let sent = Instant::now();
+    server.signal(Signal::SIGHUP);
+    server.wait_log(
+        |l| {
+            l.contains(
+                "Reload failed: workers of the new generation kept dying before they were ready",
+            ) && l.contains("keeping the 2 workers of the previous generation")
+        },
+        Duration::from_secs(15),
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "not before --boot-deadline"
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().text(), "v1");
+    // Given up: no more workers are started for the failed generation.
+    let booted = server.log().matches("Booting worker with pid").count();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        server.log().matches("Booting worker with pid").count(),
+        booted,
+        "no respawn after the reload was given up:\n{}",
+        server.log()
+    );
+    assert_eq!(http::get(server.addr(), "/").unwrap().text(), "v1");
     server.signal(Signal::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(10)).signal().is_some());
 }
@@ -219,6 +266,62 @@ fn a_crash_loop_backs_off_then_gives_up_with_status_6() {
         log.matches("Booting worker").count() < 10,
         "no tight respawn loop: {log}"
     );
+}
+
+/// While workers keep failing, they boot one at a time: after the first
+/// failure, no two boots without an exit between them.
+#[test]
+fn a_crash_loop_boots_one_worker_at_a_time() {
+    let mut server = ServerBuilder::new("dies_at_import:app")
+        .workers(2)
+        .args(&["--boot-deadline", "2"])
+        .spawn();
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(6));
+    let log = server.log();
+    let events: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            if l.contains("Booting worker") {
+                Some("boot")
+            } else if l.contains("before it was ready") {
+                Some("died")
+            } else {
+                None
+            }
+        })
+        .collect();
+    let first_death = events.iter().position(|e| *e == "died").expect("a failure");
+    let after = &events[first_death..];
+    assert!(
+        after.windows(2).all(|w| w != ["boot", "boot"]),
+        "{after:?}\n{log}"
+    );
+    assert!(after.iter().filter(|e| **e == "boot").count() >= 3, "{log}");
+}
+
+/// `accept` failing with EMFILE (the worker is out of file descriptors) is
+/// retried every 100 ms; the log gets one line per 5 s, not one per retry, and
+/// the worker serves again once connections close.
+#[test]
+fn accept_failing_for_lack_of_fds_is_logged_once_per_interval() {
+    let server = ServerBuilder::new("basic:app")
+        .wrapped_in(&["prlimit", "--nofile=64:64", "--"])
+        .start();
+    let flood: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(server.addr()).ok())
+        .collect();
+    server.wait_log(|l| l.contains("accept failed"), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(2500));
+    let lines = server.log().matches("accept failed").count();
+    assert_eq!(lines, 1, "{}", server.log());
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = http::get(server.addr(), "/");
+    while answer.is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        answer = http::get(server.addr(), "/");
+    }
+    assert_eq!(answer.expect("served after the flood").status, 200);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use nix::sys::signal::kill;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
-use crate::listeners::{apply_options, stop_listening, Listener};
+use crate::listeners::{answer_unserved, apply_options, close_drained, stop_admitting, Listener};
 use crate::sys::fork_single_threaded;
 use crate::upgrade::{self, StartInfo};
 use crate::worker_table::{WorkerSlot, WorkerTable};
@@ -82,6 +82,12 @@ const KILL_REAP_GRACE: Duration = Duration::from_secs(5);
 const MAX_BOOT_BACKOFF: Duration = Duration::from_secs(10);
 /// After SIGABRT (timeout), time for the worker to write its Python traceback.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
+/// After a stop stops admitting connections, how long before the master looks
+/// for an empty queue to shut the sockets down: handshakes already under way when
+/// it began complete within a round trip, and must find the socket still open.
+const SETTLE: Duration = Duration::from_millis(200);
+/// How often an undrained queue is looked at again.
+const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// How often timeouts are checked when `--timeout` is on.
 const TIMEOUT_CHECK: Duration = Duration::from_millis(250);
 /// Scoreboard slots: the most workers one master runs at once.
@@ -92,8 +98,10 @@ const MAX_WORKERS: usize = 1024;
 /// the child exits with its return value, never returning here.
 /// `adopted` are workers a previous binary left running (after an upgrade); `start`
 /// says how to re-execute for the next upgrade (None: upgrades are refused).
+#[allow(clippy::too_many_arguments)] // each is one piece start-up prepared
 pub fn run(
     config: Config,
+    signals: SelfPipe,
     listeners: Vec<Listener>,
     adopted: Vec<Pid>,
     start: Option<StartInfo>,
@@ -101,7 +109,7 @@ pub fn run(
     spawn: &mut SpawnFn<'_>,
     hooks: Hooks,
 ) -> Exit {
-    let master = Master::new(config, listeners, adopted, start).map(|m| Master {
+    let master = Master::new(config, signals, listeners, adopted, start).map(|m| Master {
         fork_hooks: hooks.fork,
         events: hooks.events,
         ..m
@@ -115,6 +123,19 @@ pub fn run(
     }
 }
 
+/// Install the master's handlers for the signals `policy` acts on, then let
+/// signals in. Called as soon as the policy is known: the `ferricorn` command
+/// blocks them as its first act, and an upgrade's exec keeps them blocked, so
+/// one sent during start-up (config, binding, preload) waits in the pipe for
+/// the loop, never meeting its default action.
+pub fn hold_signals(policy: &ferricorn_signals::Policy) -> std::io::Result<SelfPipe> {
+    let mut handled: Vec<Signal> = policy.signals().collect();
+    handled.push(Signal::SIGCHLD);
+    let signals = SelfPipe::install(&handled)?;
+    sys::set_mask(&nix::sys::signal::SigSet::empty())?;
+    Ok(signals)
+}
+
 struct Stop {
     mode: StopMode,
     exit: Exit,
@@ -126,6 +147,8 @@ struct Stop {
     busy_at_start: Vec<Pid>,
     killed: Vec<Pid>,
     kill_sent: bool,
+    /// When the sockets may be shut down, once their queues are empty.
+    settle_at: Instant,
 }
 
 enum State {
@@ -165,16 +188,11 @@ struct Master {
 impl Master {
     fn new(
         config: Config,
+        signals: SelfPipe,
         listeners: Vec<Listener>,
         adopted: Vec<Pid>,
         start: Option<StartInfo>,
     ) -> std::io::Result<Master> {
-        let mut handled: Vec<Signal> = config.policy.signals().collect();
-        handled.push(Signal::SIGCHLD);
-        let signals = SelfPipe::install(&handled)?;
-        // After an upgrade the previous binary blocked every signal across the exec;
-        // the handlers are in place now, so let them in (harmless on a fresh start).
-        sys::set_mask(&nix::sys::signal::SigSet::empty())?;
         let poll = Poll::new()?;
         poll.registry().register(
             &mut SourceFd(&signals.read_fd()),
@@ -257,6 +275,9 @@ impl Master {
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
         let mut at = match &self.state {
+            State::Stopping(stop) if !self.listeners.is_empty() => {
+                stop.deadline.min(stop.settle_at.max(now + DRAIN_CHECK))
+            }
             State::Stopping(stop) => stop.deadline,
             State::Running if self.current_workers() < self.target as usize => {
                 self.next_spawn_at.max(now)
@@ -294,7 +315,7 @@ impl Master {
                     .config
                     .policy
                     .exit_for(d.signal, self.pid.as_raw() == 1);
-                // tests/it/signals.rs waits for this line: listeners are closed when it is logged.
+                // tests/it/signals.rs waits for this line: no new connection is admitted once it is logged.
                 let reason = format!("{action} after {}{from}", d.signal.as_str());
                 self.begin_stop(
                     mode,
@@ -445,10 +466,9 @@ impl Master {
             }
             return;
         }
-        // Refuse new connections before anything else, for every process sharing the sockets.
-        for l in self.listeners.drain(..) {
-            stop_listening(&l);
-        }
+        // Admit no new connections before anything else, for every process sharing
+        // the sockets; the workers drain what the kernel already queued.
+        self.listeners = stop_admitting(std::mem::take(&mut self.listeners));
         let (signal, grace) = match mode {
             StopMode::Graceful => (Signal::SIGTERM, self.config.graceful_timeout),
             StopMode::Quick => (Signal::SIGQUIT, QUICK_GRACE),
@@ -471,6 +491,7 @@ impl Master {
             busy_at_start: busy,
             killed: Vec::new(),
             kill_sent: false,
+            settle_at: now + SETTLE,
         });
     }
 
@@ -504,7 +525,14 @@ impl Master {
         let State::Stopping(stop) = &mut self.state else {
             return None;
         };
+        if !self.listeners.is_empty() && Instant::now() >= stop.settle_at {
+            close_drained(&mut self.listeners);
+        }
         if self.workers.is_empty() {
+            let unserved = answer_unserved(std::mem::take(&mut self.listeners));
+            if unserved > 0 {
+                warn!("{unserved} queued connections were answered 503: no worker was left to serve them");
+            }
             let in_flight = stop.busy_at_start.len();
             let cut = stop
                 .busy_at_start
@@ -716,7 +744,25 @@ impl Master {
     fn check_crash_loop(&mut self) -> Option<Exit> {
         let since = self.failing_since?;
         let deadline = self.config.boot_deadline;
-        if since.elapsed() < deadline || self.workers.iter().any(|w| w.ready) {
+        if since.elapsed() < deadline {
+            return None;
+        }
+        let gen = self.generation;
+        if self.workers.iter().any(|w| w.ready && w.generation == gen) {
+            return None;
+        }
+        let message = format!(
+            "workers of the new generation kept dying before they were ready ({} failures in {}s)",
+            self.boot_failures,
+            deadline.as_secs()
+        );
+        // A reload that cannot boot: the previous generation goes on serving.
+        if self.abandon_reload(gen, &message) {
+            self.boot_failures = 0;
+            self.failing_since = None;
+            return None;
+        }
+        if self.workers.iter().any(|w| w.ready) {
             return None;
         }
         error!(
@@ -746,13 +792,13 @@ impl Master {
         let Some(previous) = previous else {
             return false;
         };
-        error!("{message}");
         let kept = self
             .workers
             .iter()
             .filter(|w| w.generation == previous)
             .count();
-        error!("Reload failed: keeping the {kept} workers of the previous generation");
+        // tests/it/supervision.rs waits for this line.
+        error!("Reload failed: {message}; keeping the {kept} workers of the previous generation");
         for w in self
             .workers
             .iter_mut()
@@ -903,7 +949,12 @@ impl Master {
         if Instant::now() < self.next_spawn_at {
             return;
         }
-        // While workers are failing to boot, start them one at a time.
+        // While workers are failing to boot, start them one at a time: the next
+        // only once the one booting is ready or has died too.
+        let booting = |w: &WorkerSlot| w.generation == self.generation && !w.ready && !w.retiring;
+        if self.boot_failures > 0 && self.workers.iter().any(booting) {
+            return;
+        }
         let missing = if self.boot_failures > 0 {
             1.min(target - current)
         } else {

@@ -17,7 +17,9 @@ pub mod upgrade;
 mod worker_table;
 
 pub use activation::take_activated;
-pub use arbiter::{run, ChildStart, ForkHooks, Hooks, MasterEvents, ReloadFn, SpawnFn};
+pub use arbiter::{
+    hold_signals, run, ChildStart, ForkHooks, Hooks, MasterEvents, ReloadFn, SpawnFn,
+};
 pub use listeners::{apply_options, bind_all, defers_accepts, match_binds, BindError, Listener};
 pub use pidfile::{Pidfile, PidfileError};
 pub use upgrade::{take_inherited, Inherited, StartInfo};

@@ -4,6 +4,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 
 use ferricorn_config::Bind;
+use ferricorn_signals::closing;
 use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -36,6 +37,8 @@ impl Listener {
     pub fn adopt(fd: std::os::fd::RawFd, activated: bool) -> io::Result<Listener> {
         let socket = crate::sys::adopt_listener(fd)?;
         let addr = socket.local_addr()?;
+        // A previous process may have been stopping when it handed the socket on.
+        closing::admit_new_connections(&socket);
         Ok(Listener {
             socket,
             addr,
@@ -171,13 +174,82 @@ pub fn match_binds(listeners: &[Listener], binds: &[Bind]) -> bool {
         })
 }
 
+/// The first step of a stop. A socket systemd passed is let go: systemd keeps it
+/// open, and what queues there waits for the next start. Ours stop admitting new
+/// connections (see `ferricorn_signals::closing`) but keep those the kernel
+/// already completed, for the workers to drain; returned are the sockets still to
+/// close. One whose filter cannot be attached is shut down at once, as before.
+pub fn stop_admitting(listeners: Vec<Listener>) -> Vec<Listener> {
+    let mut draining = Vec::new();
+    for l in listeners.into_iter().filter(|l| !l.activated) {
+        match closing::refuse_new_connections(&l.socket) {
+            Ok(()) => draining.push(l),
+            Err(e) => {
+                log::warn!(
+                    "cannot keep the connections queued on {} through the stop ({e}); closing it now",
+                    l.addr
+                );
+                shut_down(&l);
+            }
+        }
+    }
+    draining
+}
+
+/// Shut down, for everybody, each socket whose queue is empty: the workers have
+/// taken everything that was let in. Returns how many are left.
+pub fn close_drained(listeners: &mut Vec<Listener>) -> usize {
+    listeners.retain(|l| match closing::queued_connections(&l.socket) {
+        Ok(0) | Err(_) => {
+            shut_down(l);
+            false
+        }
+        Ok(_) => true,
+    });
+    listeners.len()
+}
+
+/// The stop is over and no worker is left: answer what is still queued with a
+/// 503, which tells its client the request did not run, then shut the sockets
+/// down. Returns how many were answered.
+pub fn answer_unserved(listeners: Vec<Listener>) -> usize {
+    let mut answered = 0;
+    for l in listeners {
+        while let Ok((conn, _)) = l.socket.accept() {
+            answer_503(conn);
+            answered += 1;
+        }
+        shut_down(&l);
+    }
+    answered
+}
+
+const STOPPED_BODY: &str = "The server stopped before serving this request.\n";
+
+/// Best effort, never blocking: what the client sent is read first, so that the
+/// close sends a FIN after the answer rather than a reset that may destroy it.
+fn answer_503(conn: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let _ = conn.set_nonblocking(true);
+    let mut buf = [0u8; 16 * 1024];
+    let mut conn = conn;
+    for _ in 0..4 {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{STOPPED_BODY}",
+        STOPPED_BODY.len()
+    );
+    let _ = conn.write_all(answer.as_bytes());
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+}
+
 /// Stop listening for everybody who shares the socket, at once: `shutdown(2)` on a
 /// listening socket closes it in the kernel, so new connections are refused even
-/// while a worker that still holds a copy is busy inside a request. Not a socket
-/// systemd passed: it stays open in systemd, and new connections wait there for
-/// the next start instead (workers close their copies as they stop).
-pub fn stop_listening(listener: &Listener) {
-    if !listener.activated {
-        let _ = socket2::SockRef::from(&listener.socket).shutdown(std::net::Shutdown::Both);
-    }
+/// while a worker that still holds a copy is busy inside a request.
+fn shut_down(listener: &Listener) {
+    let _ = socket2::SockRef::from(&listener.socket).shutdown(std::net::Shutdown::Both);
 }

@@ -2,6 +2,7 @@
 //!
 //! This crate is the single source of truth for ferricorn's signal contract:
 //! - [`policy`]: signal → [`Action`] → [`ExitRule`], pure data, table-tested;
+//! - [`closing`]: how a stop stops listening without resetting queued connections;
 //! - [`exit_code`]: the numbers ferricorn exits with, shared by master and workers;
 //! - [`sys`]: the only code that touches signal dispositions — a self-pipe that
 //!   turns signals into readable bytes for an event loop, the fork-time reset, and
@@ -9,6 +10,7 @@
 //!
 //! Handlers never act: they record the signal and wake the loop (see `sys`).
 
+pub mod closing;
 pub mod exit_code;
 pub mod policy;
 pub mod report;

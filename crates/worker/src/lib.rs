@@ -11,6 +11,7 @@ mod connection;
 mod dispatch;
 mod inbuf;
 mod malloc;
+mod orphan;
 mod outbuf;
 mod reloader;
 mod responder;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use ferricorn_signals::scoreboard::Scoreboard;
 use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, Hooks, PythonOptions};
-use log::{debug, error};
+use log::{debug, error, warn};
 use nix::sys::signal::SigSet;
 pub use server::{Settings, ACCEPT_BATCH};
 
@@ -67,6 +68,8 @@ pub struct WorkerOptions {
     pub title: Option<String>,
     /// wsgi.file_wrapper responses may use sendfile(2).
     pub sendfile: bool,
+    /// If the master dies, how long requests in flight may still run.
+    pub orphan_limit: std::time::Duration,
 }
 
 /// Signals the worker records and handles in its loop (TERM), or records and
@@ -116,6 +119,19 @@ pub fn run(
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if nix::unistd::getppid().as_raw() != opts.settings.master_pid {
         return 0;
+    }
+    let copies: std::io::Result<Vec<_>> = listeners.iter().map(TcpListener::try_clone).collect();
+    let watched = copies.and_then(|copies| {
+        orphan::watch(
+            nix::unistd::Pid::from_raw(opts.settings.master_pid),
+            copies,
+            opts.orphan_limit,
+        )
+    });
+    if let Err(e) = watched {
+        warn!(
+            "cannot watch the master: if it dies, this worker keeps listening until it stops: {e}"
+        );
     }
 
     malloc::keep_freed_heap();

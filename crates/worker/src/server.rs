@@ -14,7 +14,7 @@ use ferricorn_http::{
     ChunkedDecoder, Framing, HttpDate, HttpError, Limits, Parsed, ProxyParsed, ProxySource,
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
-use ferricorn_signals::{Report, SelfPipe, Signal};
+use ferricorn_signals::{closing, Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, Outcome, Python};
 use log::{debug, error, warn};
 use mio::net::TcpListener;
@@ -45,6 +45,8 @@ const READ_CAP: usize = 1 << 20;
 const LINGER: Duration = Duration::from_secs(2);
 /// Idle connections get this long after a stop begins to send one more request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// While a stop drains the listening sockets, how often they are tried again.
+const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// Longest an answer is held back to go out with others (see `flush_deferred`).
 const DEFER_LIMIT: Duration = Duration::from_millis(1);
 /// Answers are held back only while the app averages less than this per
@@ -207,6 +209,42 @@ pub struct Server<'py> {
     /// `--error-logfile`: reopened on USR1 like the access log.
     error_log: Option<String>,
     reloader: Option<Reloader>,
+    accept_errors: ErrorTally,
+}
+
+/// How often a failing `accept` is logged, at most.
+const ACCEPT_ERROR_EVERY: Duration = Duration::from_secs(5);
+
+/// A repeated error, logged once per [`ACCEPT_ERROR_EVERY`] with how many times
+/// it happened since: EMFILE retried every 100 ms would otherwise fill the log.
+#[derive(Default)]
+struct ErrorTally {
+    logged_at: Option<Instant>,
+    since: u64,
+}
+
+impl ErrorTally {
+    fn record(&mut self, e: &io::Error) {
+        let now = Instant::now();
+        self.since += 1;
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_ERROR_EVERY)
+        {
+            return;
+        }
+        let repeats = self.since - 1;
+        if repeats == 0 {
+            warn!("accept failed: {e}");
+        } else {
+            warn!(
+                "accept failed: {e} ({repeats} more times in the last {}s)",
+                ACCEPT_ERROR_EVERY.as_secs()
+            );
+        }
+        self.logged_at = Some(now);
+        self.since = 0;
+    }
 }
 
 impl<'py> Server<'py> {
@@ -286,6 +324,7 @@ impl<'py> Server<'py> {
             access,
             error_log,
             reloader,
+            accept_errors: ErrorTally::default(),
         })
     }
 
@@ -300,7 +339,8 @@ impl<'py> Server<'py> {
             slot.set_accepting(!self.stopping);
         }
         loop {
-            if self.stopping && self.conns.is_empty() {
+            if self.stopping && self.conns.is_empty() && self.listeners.iter().all(Option::is_none)
+            {
                 return;
             }
             let now = Instant::now();
@@ -311,6 +351,13 @@ impl<'py> Server<'py> {
                     .min(SWEEP)
             } else {
                 SWEEP
+            };
+            let draining = self.stopping && self.listeners.iter().any(Option::is_some);
+            // The master's shutdown of a drained socket may wake nobody here.
+            let timeout = if draining {
+                timeout.min(DRAIN_CHECK)
+            } else {
+                timeout
             };
             let poll = &mut self.poll;
             let result = self.py.detach(|| poll.poll(&mut events, Some(timeout)));
@@ -342,6 +389,11 @@ impl<'py> Server<'py> {
                         }
                         self.drive(key, false)
                     }
+                }
+            }
+            if draining {
+                for i in 0..self.listeners.len() {
+                    self.accept_from(i, false);
                 }
             }
             if self.accept_pending && Instant::now() >= self.accept_retry_at {
@@ -428,9 +480,17 @@ impl<'py> Server<'py> {
             "worker stopping ({why}), {} connections open",
             self.conns.len()
         );
+        // A socket that admits no new connections means the whole server is
+        // stopping: take what the kernel already queued (the master shuts the
+        // socket down once it is empty). Otherwise only this worker is leaving (a
+        // reload, a recycle, fewer workers) and its peers take the queue.
         for l in self.listeners.iter_mut() {
-            if let Some(mut l) = l.take() {
-                let _ = self.poll.registry().deregister(&mut l);
+            if l.as_ref()
+                .is_some_and(|l| !closing::refusing_new_connections(l))
+            {
+                if let Some(mut l) = l.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
             }
         }
         // Idle connections are not closed at once: a keep-alive client may be sending
@@ -477,9 +537,6 @@ impl<'py> Server<'py> {
     /// saw 34/6).
     fn accept_some(&mut self, i: usize, first_anyway: bool) {
         for n in 0..self.settings.accept_batch.max(1) {
-            if self.stopping {
-                return;
-            }
             if self.conns.len() >= self.settings.max_connections {
                 self.accept_pending = true;
                 return;
@@ -539,7 +596,7 @@ impl<'py> Server<'py> {
                 }
                 Err(e) => {
                     // EMFILE and friends: retry shortly rather than spin.
-                    warn!("accept failed: {e}");
+                    self.accept_errors.record(&e);
                     self.accept_pending = true;
                     self.accept_retry_at = Instant::now() + Duration::from_millis(100);
                     return;
@@ -664,8 +721,13 @@ impl<'py> Server<'py> {
                     if conn.is_idle() {
                         conn.deadline = self.now + self.settings.keepalive;
                         if self.stopping {
-                            self.close(key);
-                            return;
+                            if conn.served > 0 {
+                                self.close(key);
+                                return;
+                            }
+                            // Taken from the queue during the stop: its request
+                            // may be on the way.
+                            conn.deadline = conn.deadline.min(self.now + STOP_GRACE);
                         }
                     }
                     if conn.read_pending {
