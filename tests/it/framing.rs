@@ -47,7 +47,9 @@ fn every_framing_rule_answers_closes_and_never_passes_the_rest_on() {
         ("TE gzip, chunked", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n".to_vec(), "501"),
         ("TE with junk bytes", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: \x85chunked\r\n\r\n0\r\n\r\n".to_vec(), "400"),
         ("TE identity", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n".to_vec(), "501"),
-        ("two TE lines", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "400"),
+        // Two lines are one list of two codings, as on one line.
+        ("two TE lines", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "501"),
+        ("TE gzip and chunked on two lines", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "501"),
         ("duplicate CL", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_vec(), "400"),
         ("CL with a sign", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc".to_vec(), "400"),
         ("CL list", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc".to_vec(), "400"),
@@ -62,7 +64,11 @@ fn every_framing_rule_answers_closes_and_never_passes_the_rest_on() {
         ("bare CR", b"GET / HTTP/1.1\r\nHost: t\rX-A: b\r\n\r\n".to_vec(), "400"),
         ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n".to_vec(), "400"),
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), "400"),
-        ("HTTP/1.2", b"GET / HTTP/1.2\r\nHost: t\r\n\r\n".to_vec(), "505"),
+        ("Host with a space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), "400"),
+        ("Host with a slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), "400"),
+        ("Host with an unclosed bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n".to_vec(), "400"),
+        ("Host as a list", b"GET / HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n".to_vec(), "400"),
+        ("HTTP/3.0", b"GET / HTTP/3.0\r\nHost: t\r\n\r\n".to_vec(), "505"),
         ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), "505"),
         ("request line too long", long_line.into_bytes(), "414"),
         ("too many headers", many_headers.into_bytes(), "431"),
@@ -300,5 +306,36 @@ fn obs_fold_is_accepted_only_with_permit_obsolete_folding() {
     assert!(env.contains(r#""HTTP_X_FOLDED": "one   two""#), "{env}");
     assert!(env.contains(r#""HTTP_X_AFTER": "yes""#), "{env}");
     // The connection goes on: the fold did not shift where the next request starts.
+    assert_eq!(c.get("/").unwrap().status, 200);
+}
+
+/// RFC 9112 §3.2.2: an absolute-form target's authority is the host the app
+/// sees, whatever Host says; RFC 9110 §2.5: HTTP/1.2 is served as 1.1.
+#[test]
+fn the_targets_authority_is_the_host_and_a_later_minor_version_is_served_as_1_1() {
+    let server = ServerBuilder::new("basic:app").start();
+    let mut c = http::Client::connect(server.addr()).unwrap();
+    c.send(b"GET http://good.example:8080/env?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        .unwrap();
+    let seen = c.read_response(false).unwrap().text();
+    for want in [
+        "\"HTTP_HOST\": \"good.example:8080\"",
+        "\"SERVER_NAME\": \"good.example\"",
+        "\"SERVER_PORT\": \"8080\"",
+        "\"PATH_INFO\": \"/env\"",
+        "\"QUERY_STRING\": \"x=1\"",
+    ] {
+        assert!(seen.contains(want), "{want} in {seen}");
+    }
+
+    c.send(b"GET /env HTTP/1.2\r\nHost: t\r\n\r\n").unwrap();
+    let resp = c.read_response(false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.text().contains("\"SERVER_PROTOCOL\": \"HTTP/1.1\""),
+        "{}",
+        resp.text()
+    );
+    // Served as 1.1: the connection stays open for the next request.
     assert_eq!(c.get("/").unwrap().status, 200);
 }

@@ -189,7 +189,22 @@ fn reject_early(buf: &[u8]) -> Result<(), HttpError> {
         // A version still being written (`HTTP/2.`) is judged whole: a complete
         // one we do not speak is a 505, not a malformed one.
         Err(httparse::Error::Version) if version_may_come(bytes) => Ok(()),
+        // HTTP/1.2 and up are read as 1.1 once the head is complete.
+        Err(httparse::Error::Version) if later_minor_version(bytes).is_some() => Ok(()),
         Err(e) => Err(map_httparse_error(e, bytes)),
+    }
+}
+
+/// Where the minor digit of the request line's version is, if that version is
+/// HTTP/1.2 to HTTP/1.9. RFC 9110 §2.5: a message of a higher minor version is
+/// processed as the highest minor version the recipient speaks (1.1 here).
+fn later_minor_version(head: &[u8]) -> Option<usize> {
+    let line_end = memchr::memchr(b'\r', head)?;
+    let line = &head[..line_end];
+    let at = line.len().checked_sub(9)?;
+    match &line[at..] {
+        [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Some(line_end - 1),
+        _ => None,
     }
 }
 
@@ -312,6 +327,18 @@ fn run_httparse(
     };
     let mut req = httparse::Request::new(&mut []);
     let bytes = &buf[start..end];
+    // HTTP/1.2 and up (which httparse refuses) are parsed as 1.1 from a copy
+    // that says so; every offset is the same in both.
+    let copy;
+    let (buf, bytes) = match later_minor_version(bytes) {
+        Some(digit) => {
+            let mut c = buf[..end].to_vec();
+            c[start + digit] = b'1';
+            copy = c;
+            (&copy[..], &copy[start..end])
+        }
+        None => (buf, bytes),
+    };
     match req.parse_with_uninit_headers(bytes, slots) {
         Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
         // find_head saw the closing empty line, so httparse must agree.
@@ -438,16 +465,22 @@ fn is_absolute_form(target: &[u8]) -> bool {
 /// Header-level rules: Host, body framing, Connection and Expect.
 fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), HttpError> {
     let mut hosts = 0;
+    let mut host_field = None;
     let mut content_length: Option<&[u8]> = None;
     let mut transfer_encoding: Option<&[u8]> = None;
+    let (mut several_te_lines, mut te_lines_are_lists) = (false, false);
     let mut content_type = false;
     let mut close = false;
     let mut keep_alive = false;
     let mut expect_continue = false;
-    for (name, value) in &head.headers {
+    for (place, (name, value)) in head.headers.iter().enumerate() {
         let (name, value) = (&buf[name.clone()], &buf[value.clone()]);
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
+            host_field = Some(place);
+            if !is_valid_host(value) {
+                return Err(HttpError::BadRequest("invalid Host"));
+            }
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9112 §6.3 item 5 lets a recipient accept repeated identical
             // values; we refuse any repeat, since a proxy might pick either.
@@ -455,10 +488,13 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
                 return Err(HttpError::BadRequest("duplicate Content-Length"));
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Several lines would form one list (RFC 9110 §5.3); refusing
-            // them avoids any disagreement about how they combine.
+            // Several lines form one list (RFC 9110 §5.3), of two codings at
+            // least: never `chunked` alone, so judged as such a list would be.
             if transfer_encoding.replace(value).is_some() {
-                return Err(HttpError::BadRequest("multiple Transfer-Encoding lines"));
+                te_lines_are_lists &= is_token_list(value);
+                several_te_lines = true;
+            } else {
+                te_lines_are_lists = is_token_list(value);
             }
         } else if name.eq_ignore_ascii_case(b"content-type") {
             // Not a list (RFC 9110 §8.3): two would reach the app merged into one
@@ -491,6 +527,12 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
         (Some(_), None) if head.minor_version == 0 => {
             return Err(HttpError::BadRequest("Transfer-Encoding in HTTP/1.0"))
         }
+        (Some(_), None) if several_te_lines && te_lines_are_lists => {
+            return Err(HttpError::NotImplemented)
+        }
+        (Some(_), None) if several_te_lines => {
+            return Err(HttpError::BadRequest("invalid Transfer-Encoding"))
+        }
         (Some(te), None) => transfer_coding(te)?,
         (None, Some(cl)) => {
             let n = parse_content_length(cl)?;
@@ -506,6 +548,16 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
     if hosts > 1 || (hosts == 0 && head.minor_version == 1) {
         return Err(HttpError::BadRequest("missing or duplicate Host"));
     }
+    // RFC 9112 §3.2.2: with an absolute-form target, its authority is the
+    // host, whatever the Host field says; the field is read as if it said so.
+    if let Some(authority) = absolute_form_authority(buf, head) {
+        if !is_valid_host(&buf[authority.clone()]) {
+            return Err(HttpError::BadRequest("invalid authority in request-target"));
+        }
+        if let Some(place) = host_field {
+            head.headers[place].1 = authority;
+        }
+    }
 
     // RFC 9112 §9.3: 1.1 is persistent unless "close"; 1.0 only with
     // "keep-alive" (and "close" wins if a client sends both).
@@ -515,6 +567,95 @@ fn check_fields(buf: &[u8], limits: &Limits, head: &mut Head) -> Result<(), Http
     Ok(())
 }
 
+/// The host and port of an absolute-form target (`http://host:port/path`),
+/// without any userinfo.
+fn absolute_form_authority(buf: &[u8], head: &Head) -> Option<Range<usize>> {
+    let target = &buf[head.target.clone()];
+    if target.starts_with(b"/") || !is_absolute_form(target) {
+        return None;
+    }
+    let begin = target.windows(3).position(|w| w == b"://")? + 3;
+    let len = target[begin..]
+        .iter()
+        .position(|b| b"/?#".contains(b))
+        .unwrap_or(target.len() - begin);
+    let authority = &target[begin..begin + len];
+    let host_at = authority
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |i| i + 1);
+    let start = head.target.start + begin + host_at;
+    Some(start..head.target.start + begin + len)
+}
+
+/// RFC 9110 §7.2: Host = uri-host [ ":" port ], with RFC 3986's uri-host: an
+/// IP literal in brackets, or a reg-name (which an IPv4 address also is). An
+/// empty value is allowed (a target without an authority).
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !is_ip_literal(&rest[..close]) {
+                return false;
+            }
+            match &rest[close + 1..] {
+                [] => (&b""[..], &b""[..]),
+                [b':', port @ ..] => (&b""[..], port),
+                _ => return false,
+            }
+        }
+        None => match value.iter().rposition(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &b""[..]),
+        },
+    };
+    port.iter().all(u8::is_ascii_digit) && is_reg_name(host)
+}
+
+/// IPv6address or IPvFuture, loosely: the right characters, not the full grammar.
+fn is_ip_literal(literal: &[u8]) -> bool {
+    match literal.first() {
+        None => false,
+        Some(b'v' | b'V') => literal
+            .iter()
+            .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':'),
+        Some(_) => literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+    }
+}
+
+/// reg-name = *( unreserved / pct-encoded / sub-delims )
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                if !host
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
 /// RFC 9112 §6.1: only `chunked`, alone, is accepted. A well-formed list of
 /// other codings is a 501 (we decode none of them, and `chunked` must be the
 /// final coding anyway); bytes that are not a token list at all are a 400.
@@ -522,12 +663,19 @@ fn transfer_coding(value: &[u8]) -> Result<Framing, HttpError> {
     if value.eq_ignore_ascii_case(b"chunked") {
         return Ok(Framing::Chunked);
     }
-    let mut elements = value.split(|&b| b == b',').map(trim_ows);
-    if elements.all(|e| !e.is_empty() && e.iter().all(|&b| is_tchar(b))) {
+    if is_token_list(value) {
         Err(HttpError::NotImplemented)
     } else {
         Err(HttpError::BadRequest("invalid Transfer-Encoding"))
     }
+}
+
+/// `token *( OWS "," OWS token )`: a well-formed list of codings.
+fn is_token_list(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .all(|e| !e.is_empty() && e.iter().all(|&b| is_tchar(b)))
 }
 
 /// RFC 9110 §8.6: Content-Length = 1*DIGIT. No sign, no inner spaces, and
@@ -701,9 +849,70 @@ mod tests {
     }
 
     #[test]
+    fn host_values_and_the_authority_that_replaces_them() {
+        let host_of = |req: &[u8]| -> Vec<u8> {
+            let (p, head) = parse(req).unwrap_or_else(|e| panic!("{e:?}: {req:?}"));
+            assert_eq!(p, Parsed::Complete);
+            let (_, value) = head
+                .headers
+                .iter()
+                .find(|(n, _)| req[n.clone()].eq_ignore_ascii_case(b"host"))
+                .expect("a Host field");
+            req[value.clone()].to_vec()
+        };
+        for host in [
+            &b"example.com"[..],
+            b"example.com:8080",
+            b"example.com:",
+            b"",
+            b"127.0.0.1:80",
+            b"[::1]",
+            b"[::1]:8080",
+            b"[::ffff:10.0.0.1]",
+            b"[v1.fe80::a+en1]",
+            b"a_b-c~d.example",
+            b"%41.example",
+            b"a,b",
+        ] {
+            let mut req = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+            req.extend_from_slice(host);
+            req.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(host_of(&req), host, "{:?}", String::from_utf8_lossy(host));
+        }
+        // RFC 9112 §3.2.2: the target's authority wins; userinfo is not the host.
+        assert_eq!(
+            host_of(b"GET http://good.example/p HTTP/1.1\r\nHost: other.example\r\n\r\n"),
+            b"good.example"
+        );
+        assert_eq!(
+            host_of(b"GET http://u:p@[::1]:8080?q HTTP/1.1\r\nHost: h\r\n\r\n"),
+            b"[::1]:8080"
+        );
+        assert_eq!(host_of(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"), b"h");
+    }
+
+    #[test]
+    fn a_later_minor_version_is_read_as_1_1() {
+        // RFC 9110 §2.5 (issue 19: it got 505).
+        for version in ["1.2", "1.9"] {
+            let req = format!("GET /x HTTP/{version}\r\nHost: h\r\n\r\n");
+            let (p, head) = parse(req.as_bytes()).unwrap();
+            assert_eq!(p, Parsed::Complete);
+            assert_eq!(head.minor_version, 1);
+            assert_eq!(&req.as_bytes()[head.target.clone()], b"/x");
+            // Not answered early while the head is still coming.
+            assert_eq!(parse(&req.as_bytes()[..20]).unwrap().0, Parsed::Partial);
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/1.2\r\n\r\n").map(|r| r.0),
+            Err(HttpError::BadRequest("missing or duplicate Host"))
+        );
+    }
+
+    #[test]
     fn offsets_point_into_the_buffer() {
         // Leading empty lines are skipped (RFC 9112 §2.2) but counted in len.
-        let req = b"\r\n\r\nPUT /x HTTP/1.1\r\nHost:  a b \t\r\nX-Empty:\r\n\r\nbody";
+        let req = b"\r\n\r\nPUT /x HTTP/1.1\r\nHost:  a.b \t\r\nX-Empty:\r\n\r\nbody";
         let (p, head) = parse(req).unwrap();
         assert_eq!(p, Parsed::Complete);
         assert_eq!(&req[head.method.clone()], b"PUT");
@@ -714,7 +923,7 @@ mod tests {
             .iter()
             .map(|(n, v)| (&req[n.clone()], &req[v.clone()]))
             .collect();
-        assert_eq!(fields, [(&b"Host"[..], &b"a b"[..]), (b"X-Empty", b"")]);
+        assert_eq!(fields, [(&b"Host"[..], &b"a.b"[..]), (b"X-Empty", b"")]);
         assert_eq!(&req[head.len..], b"body");
     }
 
@@ -793,6 +1002,16 @@ mod tests {
             ("1.1 without Host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
             ("duplicate Host", get("Host: h\r\n"), bad("missing or duplicate Host")),
             ("duplicate Host on 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), bad("missing or duplicate Host")),
+            // Not uri-host [ ":" port ] (issue 19: these reached the app).
+            ("Host with a space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host with a slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host with an open bracket", b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host as a list", b"GET / HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host with a bad port", b"GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host with userinfo", b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host, bad escape", b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("Host, IPv6 without brackets", b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n".to_vec(), bad("invalid Host")),
+            ("absolute-form, bad port", b"GET http://a:x/ HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("invalid authority in request-target")),
             // Regression: these reached the app (issue 19); gunicorn refuses both.
             ("asterisk-form for GET", b"GET * HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(), bad("asterisk-form target is for OPTIONS only")),
             ("two Content-Types", get("Content-Type: a/b\r\ncontent-type: c/d\r\n"), bad("duplicate Content-Type")),
@@ -828,8 +1047,11 @@ mod tests {
             // Transfer-Encoding (RFC 9112 §6.1).
             ("TE with CL", post("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"), bad("both Transfer-Encoding and Content-Length")),
             ("TE with CL, TE first", post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"), bad("both Transfer-Encoding and Content-Length")),
-            ("two TE lines", post("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), bad("multiple Transfer-Encoding lines")),
-            ("two chunked TE lines", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), bad("multiple Transfer-Encoding lines")),
+            // Two lines are one list (issue 19: they got 400 where one line got 501).
+            ("two TE lines", post("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), NotImplemented),
+            ("two chunked TE lines", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), NotImplemented),
+            ("two TE lines, one malformed", post("Transfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n"), bad("invalid Transfer-Encoding")),
+            ("two TE lines and CL", post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"), bad("both Transfer-Encoding and Content-Length")),
             ("TE in HTTP/1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), bad("Transfer-Encoding in HTTP/1.0")),
             ("chunked not alone", post("Transfer-Encoding: gzip, chunked\r\n"), NotImplemented),
             ("chunked not last", post("Transfer-Encoding: chunked, gzip\r\n"), NotImplemented),
@@ -841,7 +1063,6 @@ mod tests {
             ("empty TE", post("Transfer-Encoding:\r\n"), bad("invalid Transfer-Encoding")),
             // Request line (RFC 9112 §3).
             ("HTTP/2.0", b"GET / HTTP/2.0\r\n\r\n".to_vec(), VersionNotSupported),
-            ("HTTP/1.2", b"GET / HTTP/1.2\r\n\r\n".to_vec(), VersionNotSupported),
             ("HTTP/0.9 spelled out", b"GET / HTTP/0.9\r\n\r\n".to_vec(), VersionNotSupported),
             ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), VersionNotSupported),
             ("not HTTP", b"GET / FTP/1.1\r\n\r\n".to_vec(), bad("invalid HTTP version")),
