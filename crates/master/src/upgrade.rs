@@ -6,13 +6,15 @@
 //! are passed in `FERRICORN_LISTEN_FDS`), and the pid does not change, so the old
 //! workers are still this process's children: the new master adopts them
 //! (`FERRICORN_INHERITED_WORKERS`), starts its own, and retires the old ones once
-//! its own are ready, as a reload does. Because the pid stays, this works as PID 1
+//! its own are ready, as a reload does. The scoreboard's memfd stays open too
+//! (`FERRICORN_SCOREBOARD_FD`), so the new master reads the adopted workers' slots
+//! and `--timeout` covers them. Because the pid stays, this works as PID 1
 //! in a container and under systemd, and a pidfile stays valid (no `.2` file as
 //! gunicorn needs for its second master).
 
 use std::ffi::{CString, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
@@ -24,7 +26,16 @@ use crate::listeners::Listener;
 pub const LISTEN_FDS_ENV: &str = "FERRICORN_LISTEN_FDS";
 /// Those of the listening fds that systemd passed (see `Listener::activated`).
 pub const ACTIVATED_FDS_ENV: &str = "FERRICORN_ACTIVATED_FDS";
+/// `pid:slot:assigned_ms:flags,...` (flags: `r` ready, `t` retiring); a bare
+/// `pid` (from a binary before the scoreboard was handed over) has no slot.
 pub const WORKERS_ENV: &str = "FERRICORN_INHERITED_WORKERS";
+pub const SCOREBOARD_FD_ENV: &str = "FERRICORN_SCOREBOARD_FD";
+const HANDOVER_ENV: [&str; 4] = [
+    LISTEN_FDS_ENV,
+    ACTIVATED_FDS_ENV,
+    WORKERS_ENV,
+    SCOREBOARD_FD_ENV,
+];
 
 /// How this process was started, captured before anything changes directory.
 #[derive(Debug, Clone)]
@@ -49,7 +60,59 @@ impl StartInfo {
 #[derive(Debug)]
 pub struct Inherited {
     pub listeners: Vec<Listener>,
-    pub workers: Vec<Pid>,
+    pub adopted: Adopted,
+}
+
+/// The previous binary's workers, and the scoreboard they write.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    pub workers: Vec<AdoptedWorker>,
+    /// The scoreboard's memfd, open across the exec.
+    pub scoreboard_fd: Option<RawFd>,
+}
+
+/// One worker as the previous master knew it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdoptedWorker {
+    pub pid: Pid,
+    pub slot: Option<usize>,
+    pub assigned_ms: Option<u64>,
+    pub ready: bool,
+    pub retiring: bool,
+}
+
+impl AdoptedWorker {
+    fn encode(&self) -> String {
+        match (self.slot, self.assigned_ms) {
+            (Some(slot), Some(ms)) => format!(
+                "{}:{slot}:{ms}:{}{}",
+                self.pid,
+                if self.ready { "r" } else { "" },
+                if self.retiring { "t" } else { "" }
+            ),
+            _ => self.pid.to_string(),
+        }
+    }
+
+    /// One entry of `WORKERS_ENV`; None if it is not one.
+    fn decode(entry: &str) -> Option<AdoptedWorker> {
+        let mut fields = entry.split(':');
+        // Never 0 or negative: kill() would take those for a process group.
+        let pid = Pid::from_raw(fields.next()?.parse().ok().filter(|p| *p > 0)?);
+        let slot = fields.next().and_then(|s| s.parse().ok());
+        let assigned_ms = fields.next().and_then(|s| s.parse().ok());
+        // A bare pid was a serving worker (the old format listed no others).
+        let flags = fields
+            .next()
+            .unwrap_or(if slot.is_none() { "r" } else { "" });
+        Some(AdoptedWorker {
+            pid,
+            slot: slot.filter(|_| assigned_ms.is_some()),
+            assigned_ms: assigned_ms.filter(|_| slot.is_some()),
+            ready: flags.contains('r'),
+            retiring: flags.contains('t'),
+        })
+    }
 }
 
 /// In a freshly exec'd master: take over the sockets and workers of the previous
@@ -62,9 +125,11 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
     let workers = std::env::var_os(WORKERS_ENV).unwrap_or_default();
     let activated = std::env::var_os(ACTIVATED_FDS_ENV).unwrap_or_default();
     let activated: Vec<&str> = activated.to_str().unwrap_or_default().split(',').collect();
-    std::env::remove_var(LISTEN_FDS_ENV);
-    std::env::remove_var(ACTIVATED_FDS_ENV);
-    std::env::remove_var(WORKERS_ENV);
+    let scoreboard_fd =
+        std::env::var_os(SCOREBOARD_FD_ENV).and_then(|v| v.to_str().and_then(|v| v.parse().ok()));
+    for name in HANDOVER_ENV {
+        std::env::remove_var(name);
+    }
     let mut listeners = Vec::new();
     for fd in fds.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
         let fd: RawFd = fd.parse().map_err(|_| {
@@ -79,20 +144,31 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
     let workers = workers
         .to_string_lossy()
         .split(',')
-        .filter_map(|p| p.parse().ok())
-        .map(Pid::from_raw)
+        .filter_map(AdoptedWorker::decode)
         .collect();
-    Ok(Some(Inherited { listeners, workers }))
+    Ok(Some(Inherited {
+        listeners,
+        adopted: Adopted {
+            workers,
+            scoreboard_fd,
+        },
+    }))
 }
 
-/// Re-execute `start` keeping `listeners` open and naming `workers` for adoption.
+/// Re-execute `start` keeping `listeners` and the `scoreboard` open and naming
+/// `workers` for adoption.
 /// Returns only if the exec failed; the process is then as it was.
 ///
 /// Every signal is blocked across the exec (the mask survives it): the new image
 /// starts with default dispositions, and a TERM landing before it has installed
 /// its handlers would otherwise kill the master outright. The new master unblocks
 /// once its handlers are in place. (std's `Command::exec` would clear the mask.)
-pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::Error {
+pub fn exec(
+    start: &StartInfo,
+    listeners: &[Listener],
+    workers: &[AdoptedWorker],
+    scoreboard: Option<BorrowedFd<'_>>,
+) -> io::Error {
     let fds: Vec<String> = listeners
         .iter()
         .map(|l| l.socket.as_raw_fd().to_string())
@@ -102,7 +178,7 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         .filter(|l| l.activated)
         .map(|l| l.socket.as_raw_fd().to_string())
         .collect();
-    let pids: Vec<String> = workers.iter().map(|p| p.to_string()).collect();
+    let pids: Vec<String> = workers.iter().map(AdoptedWorker::encode).collect();
     let cstr = |b: &[u8]| {
         CString::new(b).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in the start command")
@@ -116,7 +192,7 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         }
         let mut env = Vec::new();
         for (k, v) in std::env::vars_os() {
-            if k != LISTEN_FDS_ENV && k != ACTIVATED_FDS_ENV && k != WORKERS_ENV {
+            if !HANDOVER_ENV.iter().any(|h| k == *h) {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
                 kv.extend_from_slice(v.as_bytes());
@@ -132,13 +208,23 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
         env.push(cstr(
             format!("{WORKERS_ENV}={}", pids.join(",")).as_bytes(),
         )?);
+        if let Some(fd) = scoreboard {
+            env.push(cstr(
+                format!("{SCOREBOARD_FD_ENV}={}", fd.as_raw_fd()).as_bytes(),
+            )?);
+        }
         Ok((exe, argv, env))
     })();
     let (exe, argv, env) = match prepared {
         Ok(p) => p,
         Err(e) => return e,
     };
-    if let Err(e) = set_inheritable(listeners, true) {
+    let keep_open: Vec<BorrowedFd<'_>> = listeners
+        .iter()
+        .map(|l| l.socket.as_fd())
+        .chain(scoreboard)
+        .collect();
+    if let Err(e) = set_inheritable(&keep_open, true) {
         return e;
     }
     let here = std::env::current_dir().ok();
@@ -154,21 +240,48 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
     if let Ok(mask) = old_mask {
         let _ = ferricorn_signals::sys::set_mask(&mask);
     }
-    let _ = set_inheritable(listeners, false);
+    let _ = set_inheritable(&keep_open, false);
     if let Some(dir) = here {
         let _ = std::env::set_current_dir(dir);
     }
     err
 }
 
-fn set_inheritable(listeners: &[Listener], inheritable: bool) -> io::Result<()> {
+fn set_inheritable(fds: &[BorrowedFd<'_>], inheritable: bool) -> io::Result<()> {
     let flags = if inheritable {
         FdFlag::empty()
     } else {
         FdFlag::FD_CLOEXEC
     };
-    for l in listeners {
-        fcntl(&l.socket, FcntlArg::F_SETFD(flags))?;
+    for fd in fds {
+        fcntl(fd, FcntlArg::F_SETFD(flags))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopted_workers_round_trip_and_old_entries_have_no_slot() {
+        let w = AdoptedWorker {
+            pid: Pid::from_raw(42),
+            slot: Some(3),
+            assigned_ms: Some(1234),
+            ready: true,
+            retiring: false,
+        };
+        assert_eq!(w.encode(), "42:3:1234:r");
+        assert_eq!(AdoptedWorker::decode(&w.encode()), Some(w));
+        let booting = AdoptedWorker::decode("7:0:5:t").unwrap();
+        assert!(!booting.ready && booting.retiring);
+        // From a binary that handed over pids only: serving, no slot.
+        let old = AdoptedWorker::decode("42").unwrap();
+        assert_eq!((old.slot, old.ready), (None, true));
+        assert_eq!(AdoptedWorker::decode("42:3").unwrap().slot, None);
+        assert_eq!(AdoptedWorker::decode("x:1:2:r"), None);
+        assert_eq!(AdoptedWorker::decode("-1"), None);
+        assert_eq!(AdoptedWorker::decode("0:1:2:r"), None);
+    }
 }
