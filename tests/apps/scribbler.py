@@ -66,6 +66,18 @@ def map_files():
     return opened
 
 
+def board_fds():
+    """Open fds of this process that are the board's memfd (the master's, if a
+    worker kept them, would let it map the board writable)."""
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found += "ferricorn-scoreboard" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return found
+
+
 def scribble(environ, start_response):
     page = mmap.PAGESIZE
     fill = WORDS * (page // 8)
@@ -105,6 +117,7 @@ def scribble(environ, start_response):
             "mprotected": mprotected,
             "mremap": grown,
             "map_files": map_files(),
+            "fds": board_fds(),
         }
     ).encode()
     start_response("200 OK", [("Content-Type", "application/json")])

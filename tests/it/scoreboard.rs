@@ -60,6 +60,7 @@ fn a_worker_scribbling_over_the_scoreboard_cannot_get_another_killed() {
     assert!(report.contains("\"written\": 1,"), "{report}");
     assert!(report.contains("\"mprotected\": 0,"), "{report}");
     assert!(!report.contains("grown"), "{report}");
+    assert!(report.contains("\"fds\": 0"), "{report}");
     if as_user {
         assert!(report.contains("\"map_files\": 0"), "{report}");
     }

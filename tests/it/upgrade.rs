@@ -122,12 +122,14 @@ fn usr2_runs_the_binary_now_installed_at_the_start_path() {
         server.log()
     );
     // The handover variables are consumed by the master, never seen by the app.
-    assert_eq!(
-        http::get(server.addr(), "/osenv?FERRICORN_LISTEN_FDS")
-            .unwrap()
-            .text(),
-        "<unset>"
-    );
+    for name in ["FERRICORN_LISTEN_FDS", "FERRICORN_SCOREBOARD_FD"] {
+        assert_eq!(
+            http::get(server.addr(), &format!("/osenv?{name}"))
+                .unwrap()
+                .text(),
+            "<unset>"
+        );
+    }
 }
 
 #[test]

@@ -5,10 +5,11 @@
 //! environment and start directory. The listening sockets stay open across the exec (their fd numbers
 //! are passed in `FERRICORN_LISTEN_FDS`), and the pid does not change, so the old
 //! workers are still this process's children: the new master adopts them
-//! (`FERRICORN_INHERITED_WORKERS`), starts its own, and retires the old ones once
-//! its own are ready, as a reload does. The scoreboard's memfd stays open too
-//! (`FERRICORN_SCOREBOARD_FD`), so the new master reads the adopted workers' slots
-//! and `--timeout` covers them. Because the pid stays, this works as PID 1
+//! (`FERRICORN_INHERITED_WORKERS`, with their slots in `FERRICORN_INHERITED_SLOTS`),
+//! starts its own, and retires the old ones once its own are ready, as a reload
+//! does. The scoreboard's memfd stays open too (`FERRICORN_SCOREBOARD_FD`), so the
+//! new master reads the adopted workers' slots and `--timeout` covers them.
+//! Because the pid stays, this works as PID 1
 //! in a container and under systemd, and a pidfile stays valid (no `.2` file as
 //! gunicorn needs for its second master).
 
@@ -26,14 +27,18 @@ use crate::listeners::Listener;
 pub const LISTEN_FDS_ENV: &str = "FERRICORN_LISTEN_FDS";
 /// Those of the listening fds that systemd passed (see `Listener::activated`).
 pub const ACTIVATED_FDS_ENV: &str = "FERRICORN_ACTIVATED_FDS";
-/// `pid:slot:assigned_ms:flags,...` (flags: `r` ready, `t` retiring); a bare
-/// `pid` (from a binary before the scoreboard was handed over) has no slot.
+/// `pid,...`: what every binary so far reads, so a USR2 back to an older one
+/// still adopts (and later retires) the workers.
 pub const WORKERS_ENV: &str = "FERRICORN_INHERITED_WORKERS";
+/// The same workers as `pid:slot:assigned_ms:flags,...` (flags: `r` ready, `t`
+/// retiring), read in place of `WORKERS_ENV` when present.
+pub const WORKER_SLOTS_ENV: &str = "FERRICORN_INHERITED_SLOTS";
 pub const SCOREBOARD_FD_ENV: &str = "FERRICORN_SCOREBOARD_FD";
-const HANDOVER_ENV: [&str; 4] = [
+const HANDOVER_ENV: [&str; 5] = [
     LISTEN_FDS_ENV,
     ACTIVATED_FDS_ENV,
     WORKERS_ENV,
+    WORKER_SLOTS_ENV,
     SCOREBOARD_FD_ENV,
 ];
 
@@ -94,7 +99,8 @@ impl AdoptedWorker {
         }
     }
 
-    /// One entry of `WORKERS_ENV`; None if it is not one.
+    /// One entry of `WORKER_SLOTS_ENV`, or of `WORKERS_ENV` (a bare pid: a
+    /// serving worker without a slot); None if it is not one.
     fn decode(entry: &str) -> Option<AdoptedWorker> {
         let mut fields = entry.split(':');
         // Never 0 or negative: kill() would take those for a process group.
@@ -122,11 +128,15 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
     let Some(fds) = std::env::var_os(LISTEN_FDS_ENV) else {
         return Ok(None);
     };
-    let workers = std::env::var_os(WORKERS_ENV).unwrap_or_default();
+    let var = |name| {
+        std::env::var_os(name)
+            .map(|v| v.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (pids, slots) = (var(WORKERS_ENV), var(WORKER_SLOTS_ENV));
     let activated = std::env::var_os(ACTIVATED_FDS_ENV).unwrap_or_default();
     let activated: Vec<&str> = activated.to_str().unwrap_or_default().split(',').collect();
-    let scoreboard_fd =
-        std::env::var_os(SCOREBOARD_FD_ENV).and_then(|v| v.to_str().and_then(|v| v.parse().ok()));
+    let scoreboard_fd = var(SCOREBOARD_FD_ENV).parse().ok();
     for name in HANDOVER_ENV {
         std::env::remove_var(name);
     }
@@ -141,18 +151,40 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
         let from_systemd = activated.contains(&fd.to_string().as_str());
         listeners.push(Listener::adopt(fd, from_systemd)?);
     }
-    let workers = workers
-        .to_string_lossy()
-        .split(',')
-        .filter_map(AdoptedWorker::decode)
-        .collect();
-    Ok(Some(Inherited {
-        listeners,
-        adopted: Adopted {
-            workers,
-            scoreboard_fd,
-        },
-    }))
+    let adopted = Adopted::decode(&pids, &slots, scoreboard_fd);
+    if let (Some(fd), None) = (scoreboard_fd, adopted.scoreboard_fd) {
+        crate::sys::close_stale_file(fd);
+    }
+    Ok(Some(Inherited { listeners, adopted }))
+}
+
+impl Adopted {
+    /// The workers `pids` names, with what `slots` says of them if it describes
+    /// exactly those. An older binary exec'd in between (a USR2 back to it, then
+    /// forward again) passes the variables it does not know on unchanged: then
+    /// `slots` and the scoreboard are a former generation's, and are not used.
+    fn decode(pids: &str, slots: &str, scoreboard_fd: Option<RawFd>) -> Adopted {
+        let decode = |list: &str| -> Vec<AdoptedWorker> {
+            list.split(',').filter_map(AdoptedWorker::decode).collect()
+        };
+        let (plain, detailed) = (decode(pids), decode(slots));
+        let sorted = |ws: &[AdoptedWorker]| {
+            let mut p: Vec<Pid> = ws.iter().map(|w| w.pid).collect();
+            p.sort_unstable();
+            p
+        };
+        if !detailed.is_empty() && sorted(&plain) == sorted(&detailed) {
+            Adopted {
+                workers: detailed,
+                scoreboard_fd,
+            }
+        } else {
+            Adopted {
+                workers: plain,
+                scoreboard_fd: None,
+            }
+        }
+    }
 }
 
 /// Re-execute `start` keeping `listeners` and the `scoreboard` open and naming
@@ -178,7 +210,8 @@ pub fn exec(
         .filter(|l| l.activated)
         .map(|l| l.socket.as_raw_fd().to_string())
         .collect();
-    let pids: Vec<String> = workers.iter().map(AdoptedWorker::encode).collect();
+    let pids: Vec<String> = workers.iter().map(|w| w.pid.to_string()).collect();
+    let slots: Vec<String> = workers.iter().map(AdoptedWorker::encode).collect();
     let cstr = |b: &[u8]| {
         CString::new(b).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in the start command")
@@ -207,6 +240,9 @@ pub fn exec(
         )?);
         env.push(cstr(
             format!("{WORKERS_ENV}={}", pids.join(",")).as_bytes(),
+        )?);
+        env.push(cstr(
+            format!("{WORKER_SLOTS_ENV}={}", slots.join(",")).as_bytes(),
         )?);
         if let Some(fd) = scoreboard {
             env.push(cstr(
@@ -283,5 +319,19 @@ mod tests {
         assert_eq!(AdoptedWorker::decode("x:1:2:r"), None);
         assert_eq!(AdoptedWorker::decode("-1"), None);
         assert_eq!(AdoptedWorker::decode("0:1:2:r"), None);
+    }
+
+    #[test]
+    fn slots_describing_other_workers_than_the_pids_are_not_used() {
+        let fresh = Adopted::decode("7,8", "8:1:5:r,7:0:5:r", Some(9));
+        assert_eq!(fresh.scoreboard_fd, Some(9));
+        assert_eq!(fresh.workers[0].slot, Some(1));
+        // Left over from before an exec of an older binary, which wrote new pids only.
+        let stale = Adopted::decode("10,11", "7:0:5:r,8:1:5:r", Some(9));
+        assert_eq!(stale.scoreboard_fd, None);
+        let pids: Vec<i32> = stale.workers.iter().map(|w| w.pid.as_raw()).collect();
+        assert_eq!(pids, [10, 11]);
+        assert!(stale.workers.iter().all(|w| w.slot.is_none() && w.ready));
+        assert!(Adopted::decode("", "", None).workers.is_empty());
     }
 }
