@@ -436,14 +436,14 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
             {
                 log::warn!("cannot give the listening sockets the configured backlog and deferred accepts: {e}");
             }
-            (i.listeners, i.workers)
+            (i.listeners, i.adopted)
         }
         (None, Some(listeners)) => {
             info!(
                 "Using {} listening socket(s) from systemd (LISTEN_FDS); `bind` is not used, and backlog and deferred accepts are the socket unit's",
                 listeners.len()
             );
-            (listeners, Vec::new())
+            (listeners, Default::default())
         }
         (None, None) => {
             match ferricorn_master::bind_all(
@@ -452,7 +452,7 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
                 config.reuse_port,
                 config.defer_accept,
             ) {
-                Ok(l) => (l, Vec::new()),
+                Ok(l) => (l, Default::default()),
                 Err(e) => {
                     error!("{e}");
                     if let Some(p) = &pidfile {

@@ -21,6 +21,7 @@ mod preload;
 mod procfile;
 mod python;
 mod request_body;
+mod scoreboard;
 mod serving;
 mod signals;
 mod slow_clients;

@@ -122,12 +122,14 @@ fn usr2_runs_the_binary_now_installed_at_the_start_path() {
         server.log()
     );
     // The handover variables are consumed by the master, never seen by the app.
-    assert_eq!(
-        http::get(server.addr(), "/osenv?FERRICORN_LISTEN_FDS")
-            .unwrap()
-            .text(),
-        "<unset>"
-    );
+    for name in ["FERRICORN_LISTEN_FDS", "FERRICORN_SCOREBOARD_FD"] {
+        assert_eq!(
+            http::get(server.addr(), &format!("/osenv?{name}"))
+                .unwrap()
+                .text(),
+            "<unset>"
+        );
+    }
 }
 
 #[test]
@@ -151,4 +153,47 @@ fn a_failed_upgrade_keeps_serving_with_the_current_binary() {
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn a_request_hung_across_an_upgrade_is_killed_at_the_timeout() {
+    // The request starts under the old binary and never ends; the new master must
+    // still see it in the scoreboard and enforce --timeout on the adopted worker.
+    // (--graceful-timeout 60: its retirement alone would not end it within T.)
+    let server = ServerBuilder::new("basic:app")
+        .workers(1)
+        .args(&["--timeout", "3", "--graceful-timeout", "60"])
+        .start();
+    let mut hung = http::Client::connect(server.addr()).unwrap();
+    hung.send(b"GET /slow?3600 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = server.wait_log(|l| l.contains("slow request started in"), T);
+    let pid = started.rsplit(' ').next().unwrap().trim().to_string();
+    server.signal(Signal::SIGUSR2);
+    server.wait_log(
+        |l| l.contains("Upgraded: adopted 1 workers of the previous binary"),
+        T,
+    );
+    server.wait_log(
+        |l| {
+            l.contains("WORKER TIMEOUT")
+                && l.contains(&format!("(pid: {pid})"))
+                && l.contains("in `GET /slow?3600`, over the 3s timeout")
+        },
+        T,
+    );
+    server.wait_log(
+        |l| {
+            l.contains(&format!("(pid: {pid})"))
+                && l.contains("was killed by SIGABRT, sent by the master: timeout")
+        },
+        T,
+    );
+    assert!(
+        hung.read_response(false).is_err(),
+        "the hung request gets no response"
+    );
+    // The master keeps serving, from its own generation.
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    assert_ne!(http::get(server.addr(), "/pid").unwrap().text(), pid);
 }

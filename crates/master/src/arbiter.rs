@@ -2,6 +2,7 @@
 //! loop; the loop drains the signals, reaps children, acts, and sleeps until its
 //! next deadline.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use nix::unistd::{self, ForkResult, Pid};
 
 use crate::listeners::{answer_unserved, apply_options, close_drained, stop_admitting, Listener};
 use crate::sys::fork_single_threaded;
-use crate::upgrade::{self, StartInfo};
+use crate::upgrade::{self, Adopted, AdoptedWorker, StartInfo};
 use crate::worker_table::{WorkerSlot, WorkerTable};
 
 /// What a freshly forked worker is handed.
@@ -103,7 +104,7 @@ pub fn run(
     config: Config,
     signals: SelfPipe,
     listeners: Vec<Listener>,
-    adopted: Vec<Pid>,
+    adopted: Adopted,
     start: Option<StartInfo>,
     reload: &mut ReloadFn<'_>,
     spawn: &mut SpawnFn<'_>,
@@ -190,7 +191,7 @@ impl Master {
         config: Config,
         signals: SelfPipe,
         listeners: Vec<Listener>,
-        adopted: Vec<Pid>,
+        adopted: Adopted,
         start: Option<StartInfo>,
     ) -> std::io::Result<Master> {
         let poll = Poll::new()?;
@@ -200,26 +201,44 @@ impl Master {
             Interest::READABLE,
         )?;
         let now = Instant::now();
+        let inherited = adopted
+            .scoreboard_fd
+            .map(|fd| Scoreboard::inherit(fd, MAX_WORKERS));
+        let (scoreboard, slots_known) = match inherited {
+            Some(Ok(board)) => (board, true),
+            Some(Err(e)) => {
+                warn!("cannot map the previous binary's scoreboard ({e}); --timeout covers its workers only once they are replaced");
+                (Scoreboard::new(MAX_WORKERS)?, false)
+            }
+            None => (Scoreboard::new(MAX_WORKERS)?, false),
+        };
         let mut workers = WorkerTable::default();
-        for (i, pid) in adopted.iter().enumerate() {
+        for (i, w) in adopted.workers.iter().enumerate() {
+            // Its slot in the board it writes, if that is the board mapped here;
+            // each slot at most once (the exec'd master trusts nothing twice).
+            let slot = w
+                .slot
+                .filter(|s| slots_known && *s < MAX_WORKERS)
+                .filter(|s| workers.iter().all(|o| o.slot != *s));
             // Generation 0: retired once this binary's first generation is ready.
-            workers.insert(WorkerSlot::adopted(*pid, i as u32 + 1));
+            workers.insert(WorkerSlot::adopted(w, i as u32 + 1, slot));
         }
-        if !adopted.is_empty() {
-            info!("Upgraded: adopted {} workers of the previous binary; they serve until the new ones are ready", adopted.len());
+        let serving = adopted.workers.iter().filter(|w| !w.retiring).count();
+        if !adopted.workers.is_empty() {
+            info!("Upgraded: adopted {serving} workers of the previous binary; they serve until the new ones are ready");
         }
         Ok(Master {
             pid: unistd::getpid(),
             listeners,
             signals: Some(signals),
             poll: Some(poll),
-            scoreboard: Some(Scoreboard::new(MAX_WORKERS)?),
+            scoreboard: Some(scoreboard),
             workers,
             state: State::Running,
             target: config.workers,
             config,
             generation: 1,
-            next_worker_id: adopted.len() as u32 + 1,
+            next_worker_id: adopted.workers.len() as u32 + 1,
             boot_failures: 0,
             failing_since: None,
             next_spawn_at: now,
@@ -427,23 +446,30 @@ impl Master {
             warn!("{log_line}: upgrade ignored: the start command is unknown");
             return;
         };
-        let workers: Vec<Pid> = self
+        // All of them, retiring ones too: they keep their slots until they exit.
+        let workers: Vec<AdoptedWorker> = self
             .workers
             .iter()
-            .filter(|w| !w.retiring)
-            .map(|w| w.pid)
+            .map(|w| AdoptedWorker {
+                pid: w.pid,
+                slot: (w.slot != usize::MAX).then_some(w.slot),
+                assigned_ms: Some(w.assigned_ms),
+                ready: w.ready,
+                retiring: w.retiring,
+            })
             .collect();
         // tests/it/upgrade.rs waits for this line.
         info!(
             "{log_line}: upgrading: exec {} with {} listening sockets; {} workers keep serving until the new ones are ready",
             start.exe.display(),
             self.listeners.len(),
-            workers.len()
+            workers.iter().filter(|w| !w.retiring).count()
         );
         if let Some(events) = self.events.as_mut() {
             events.upgrading();
         }
-        let err = upgrade::exec(&start, &self.listeners, &workers);
+        let board = self.scoreboard.as_ref().and_then(Scoreboard::fd);
+        let err = upgrade::exec(&start, &self.listeners, &workers, board);
         error!(
             "Upgrade failed: cannot exec {}: {err}; still running the current binary",
             start.exe.display()
@@ -506,7 +532,7 @@ impl Master {
             .filter(|w| {
                 board
                     .slot(w.slot)
-                    .is_some_and(|s| s.in_request(now).is_some())
+                    .is_some_and(|s| s.in_request(now, w.assigned_ms).is_some())
             })
             .map(|w| w.pid)
             .collect()
@@ -613,14 +639,16 @@ impl Master {
                 continue;
             }
             let Some(limit) = limit else { continue };
-            let Some(slot) = board.slot(w.slot) else {
-                continue;
-            };
             let secs = limit.as_secs();
+            let slot = board.slot(w.slot);
+            // Only the master's own records decide "did not boot"; the slot says
+            // no more than what the worker in it reports about itself.
             let why = if !w.ready {
-                (w.started.elapsed() > limit)
+                (now_ms.saturating_sub(w.assigned_ms) > limit.as_millis() as u64)
                     .then(|| format!("it did not boot within the {secs}s timeout"))
-            } else if let Some((busy_ms, line)) = slot.in_request(now_ms) {
+            } else if let Some((busy_ms, line)) =
+                slot.and_then(|s| s.in_request(now_ms, w.assigned_ms))
+            {
                 (busy_ms > limit.as_millis() as u64).then(|| {
                     format!(
                         "it spent {:.1}s in `{line}`, over the {secs}s timeout",
@@ -628,7 +656,9 @@ impl Master {
                     )
                 })
             } else {
-                let silent = slot.silent_for(now_ms);
+                let Some(silent) = slot.map(|s| s.silent_for(now_ms, w.assigned_ms)) else {
+                    continue;
+                };
                 (silent > limit.as_millis() as u64).then(|| {
                     format!(
                         "its loop has not run for {:.1}s, over the {secs}s timeout",
@@ -978,13 +1008,22 @@ impl Master {
         let slot = self.free_slot().ok_or(nix::Error::EAGAIN)?;
         let (status_read, status_write) = unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
         let id = self.next_worker_id;
+        // The master assigns, before the fork: the worker never writes outside its slot.
+        let assigned_ms = match self.scoreboard.as_ref() {
+            Some(board) => board.assign(slot),
+            None => now_ms(),
+        };
         let old_mask = sys::block_all().map_err(|_| nix::Error::last())?;
         if let Some(h) = self.fork_hooks.as_mut() {
             h.before();
         }
         let forked = fork_single_threaded();
+        let mut board = Ok(());
         match &forked {
             Ok(ForkResult::Child) => {
+                // First of all: the fork hooks run Python's at-fork callbacks,
+                // which with --preload are the app's.
+                board = self.restrict_scoreboard(slot);
                 if let Some(h) = self.fork_hooks.as_mut() {
                     h.after_child();
                 }
@@ -998,17 +1037,26 @@ impl Master {
         match forked {
             Ok(ForkResult::Child) => {
                 drop(status_read);
-                let code = self.become_worker(spawn, status_write, id, slot);
+                let code = match board {
+                    Ok(()) => self.become_worker(spawn, status_write, id, slot),
+                    Err(e) => {
+                        let code = exit_code::WORKER_BOOT_FAILED;
+                        let message = format!(
+                            "Worker failed to boot: cannot map the scoreboard read-only: {e}"
+                        );
+                        let report = Report::Failed { code, message }.encode();
+                        let _ = std::fs::File::from(status_write).write_all(&report);
+                        code
+                    }
+                };
                 std::process::exit(i32::from(code));
             }
             Ok(ForkResult::Parent { child }) => {
                 let _ = sys::set_mask(&old_mask);
                 drop(status_write);
                 self.next_worker_id += 1;
-                if let Some(board) = self.scoreboard.as_ref() {
-                    board.assign(slot, child.as_raw());
-                }
-                let worker = WorkerSlot::new(child, id, self.generation, slot, status_read);
+                let worker =
+                    WorkerSlot::new(child, id, self.generation, (slot, assigned_ms), status_read);
                 if let (Some(poll), Some(fd)) = (self.poll.as_ref(), worker.status_fd()) {
                     let _ = poll.registry().register(
                         &mut SourceFd(&fd.as_raw_fd()),
@@ -1025,6 +1073,16 @@ impl Master {
                 let _ = sys::set_mask(&old_mask);
                 Err(e)
             }
+        }
+    }
+
+    /// In the child, before any other code runs (and before privileges are
+    /// dropped): from here on this process can write its own slot of the
+    /// scoreboard and nothing else of it. If it cannot, it must not run the app.
+    fn restrict_scoreboard(&mut self, slot: usize) -> std::io::Result<()> {
+        match self.scoreboard.as_mut() {
+            Some(board) => board.restrict_to(slot),
+            None => Ok(()),
         }
     }
 
@@ -1048,9 +1106,6 @@ impl Master {
         let Some(scoreboard) = self.scoreboard.take() else {
             return exit_code::WORKER_BOOT_FAILED;
         };
-        // The slot is assigned by the parent after fork; claim it here too so the
-        // worker never reads another worker's leftovers.
-        scoreboard.assign(slot, unistd::getpid().as_raw());
         let config = self.config.clone();
         spawn(
             &config,

@@ -1,4 +1,4 @@
-//! The master's only `unsafe`: fork.
+//! The master's only `unsafe`: fork, and taking descriptors inherited across `exec`.
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -67,4 +67,17 @@ pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpLi
     socket.set_cloexec(true)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Close `fd` if it is an open regular file: a scoreboard a binary before the
+/// last exec left open, which would otherwise reach every worker (sockets, which
+/// are all else an exec passes on, are left alone).
+pub fn close_stale_file(fd: std::os::fd::RawFd) {
+    // SAFETY: `fstat` only reads the descriptor table; an invalid fd is an error.
+    let Ok(stat) = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }) else {
+        return;
+    };
+    if stat.st_mode & libc::S_IFMT == libc::S_IFREG {
+        let _ = nix::unistd::close(fd);
+    }
 }

@@ -4,8 +4,11 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
+use ferricorn_signals::scoreboard::now_ms;
 use ferricorn_signals::Report;
 use nix::unistd::Pid;
+
+use crate::upgrade::AdoptedWorker;
 
 #[derive(Debug)]
 pub struct WorkerSlot {
@@ -17,9 +20,12 @@ pub struct WorkerSlot {
     pub ready: bool,
     /// A stop (SIGTERM) was sent to this worker.
     pub retiring: bool,
-    /// Its index in the scoreboard.
+    /// Its index in the scoreboard (usize::MAX: none).
     pub slot: usize,
-    pub started: Instant,
+    /// Monotonic ms (the scoreboard's clock) when its slot was assigned, just
+    /// before the fork: the master's own record, which bounds what the worker
+    /// writes in its slot.
+    pub assigned_ms: u64,
     /// When the master sent SIGABRT (timeout), and why; SIGKILL follows after a grace.
     pub aborted: Option<(Instant, String)>,
     /// The master sent SIGKILL (and why), so the log never guesses who killed it.
@@ -34,7 +40,13 @@ pub struct WorkerSlot {
 }
 
 impl WorkerSlot {
-    pub fn new(pid: Pid, id: u32, generation: u32, slot: usize, status: OwnedFd) -> WorkerSlot {
+    pub fn new(
+        pid: Pid,
+        id: u32,
+        generation: u32,
+        (slot, assigned_ms): (usize, u64),
+        status: OwnedFd,
+    ) -> WorkerSlot {
         WorkerSlot {
             pid,
             id,
@@ -42,7 +54,7 @@ impl WorkerSlot {
             ready: false,
             retiring: false,
             slot,
-            started: Instant::now(),
+            assigned_ms,
             aborted: None,
             killed_for: None,
             wants_recycle: false,
@@ -52,17 +64,18 @@ impl WorkerSlot {
         }
     }
 
-    /// A worker the previous binary started (after an upgrade): serving, in generation 0,
-    /// with no status pipe or scoreboard slot in this process.
-    pub fn adopted(pid: Pid, id: u32) -> WorkerSlot {
+    /// A worker the previous binary started (after an upgrade): in generation 0,
+    /// with no status pipe in this process; its slot in the inherited scoreboard,
+    /// if there is one (`slot` is then checked to be in range and unused).
+    pub fn adopted(w: &AdoptedWorker, id: u32, slot: Option<usize>) -> WorkerSlot {
         WorkerSlot {
-            pid,
+            pid: w.pid,
             id,
             generation: 0,
-            ready: true,
-            retiring: false,
-            slot: usize::MAX,
-            started: Instant::now(),
+            ready: w.ready,
+            retiring: w.retiring,
+            slot: slot.unwrap_or(usize::MAX),
+            assigned_ms: w.assigned_ms.unwrap_or_else(now_ms),
             aborted: None,
             killed_for: None,
             wants_recycle: false,
