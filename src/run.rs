@@ -67,7 +67,7 @@ pub fn run(host: &Host) -> Exit {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     if let Some(path) = &config.error_log {
-        if let Err(e) = ferricorn_log::redirect_stderr(path, log_owner(&config)) {
+        if let Err(e) = ferricorn_log::redirect_stderr(path, file_owner(&config)) {
             eprintln!("Error: invalid value `{path}` for `errorlog` (from --error-logfile): {e}");
             return Exit::Code(exit_code::CONFIG_ERROR);
         }
@@ -75,7 +75,7 @@ pub fn run(host: &Host) -> Exit {
     // The access log is written by the workers; a path they cannot open is said
     // here, before anything is bound, not by every worker after.
     if let Some(path) = config.access_log.as_deref().filter(|p| *p != "-") {
-        if let Err(e) = ferricorn_log::open_log_file(path, log_owner(&config)) {
+        if let Err(e) = ferricorn_log::open_log_file(path, file_owner(&config)) {
             eprintln!("Error: invalid value `{path}` for `accesslog` (from --access-logfile): {e}");
             return Exit::Code(exit_code::CONFIG_ERROR);
         }
@@ -110,7 +110,7 @@ pub fn run(host: &Host) -> Exit {
 }
 
 /// Who must be able to reopen the log files: the workers' user, when they switch.
-fn log_owner(config: &Config) -> Option<(u32, u32)> {
+fn file_owner(config: &Config) -> Option<(u32, u32)> {
     config.user.zip(config.group)
 }
 
@@ -426,8 +426,9 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
     let (listeners, adopted) = match (inherited, activated) {
         // After an upgrade: the same sockets, still open, and the old workers; the
         // options this binary's configuration names apply to them from now on.
-        (Some(i), _) => {
+        (Some(mut i), _) => {
             let from_systemd = i.listeners.iter().any(|l| l.activated);
+            ferricorn_master::claim_unix_files(&mut i.listeners, &config.binds);
             if !from_systemd && !ferricorn_master::match_binds(&i.listeners, &config.binds) {
                 log::warn!("bind changed in the configuration; an upgrade keeps the current sockets (restart to listen elsewhere)");
             }
@@ -446,12 +447,13 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
             (listeners, Default::default())
         }
         (None, None) => {
-            match ferricorn_master::bind_all(
-                &config.binds,
-                config.backlog,
-                config.reuse_port,
-                config.defer_accept,
-            ) {
+            let opts = ferricorn_master::BindOptions {
+                backlog: config.backlog,
+                reuse_port: config.reuse_port,
+                defer_accept: config.defer_accept,
+                owner: file_owner(config),
+            };
+            match ferricorn_master::bind_all(&config.binds, opts) {
                 Ok(l) => (l, Default::default()),
                 Err(e) => {
                     error!("{e}");
@@ -463,11 +465,14 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
             }
         }
     };
+    // Removed when the server stops for good (an upgrade's exec never gets there).
+    let made: Vec<ferricorn_master::Made> =
+        listeners.iter().filter_map(|l| l.made.clone()).collect();
     let master_pid = std::process::id() as i32;
     info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
         // tests/it/util waits for this line to learn the port.
-        info!("Listening at: http://{} ({master_pid})", l.addr);
+        info!("Listening at: {} ({master_pid})", l.addr);
     }
     info!(
         "Using worker: {}",
@@ -595,6 +600,9 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
             }),
         },
     );
+    for m in &made {
+        m.remove();
+    }
     if let Some(p) = pidfile {
         p.remove();
     }

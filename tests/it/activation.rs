@@ -11,18 +11,18 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::{http, scratch, ServerBuilder};
+use crate::util::{http, ServerBuilder};
 
 const T: Duration = Duration::from_secs(15);
 
 /// Started as systemd starts a service: a shell sets `LISTEN_FDS` (as given) and
 /// `LISTEN_PID` for its own pid, then execs ferricorn in its place.
-fn as_systemd(builder: ServerBuilder, fds: &str) -> ServerBuilder {
+pub fn as_systemd(builder: ServerBuilder, fds: &str) -> ServerBuilder {
     let script = format!("LISTEN_PID=$$ LISTEN_FDS={fds} LISTEN_FDNAMES=web exec \"$0\" \"$@\"");
     builder.wrapped_in(&["sh", "-c", &script])
 }
 
-fn activated(socket: RawFd) -> ServerBuilder {
+pub fn activated(socket: RawFd) -> ServerBuilder {
     let builder = ServerBuilder::new("basic:app")
         .no_default_bind()
         .fd_3(socket);
@@ -98,16 +98,6 @@ fn sockets_from_systemd_are_served_and_kept_listening_across_restarts() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait_exit(T).signal(), Some(15), "{}", second.log());
-}
-
-#[test]
-fn a_unix_socket_from_systemd_is_refused_in_one_line_before_anything_starts() {
-    let dir = scratch("activation-unix");
-    let socket = std::os::unix::net::UnixListener::bind(dir.join("web.sock")).unwrap();
-    assert_refused(
-        activated(socket.as_raw_fd()),
-        "inherited fd 3 is a unix socket; ferricorn listens on TCP only",
-    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod stops;
 mod streaming;
 mod supervision;
 mod threads;
+mod unix;
 mod upgrade;
 mod wsgi;
 mod zero_downtime;

@@ -167,6 +167,23 @@ fn a_graceful_stop_answers_the_connections_waiting_in_the_queue() {
     assert_eq!(server.wait_exit(Duration::from_secs(15)).signal(), Some(15));
 }
 
+/// TERM to the whole process group (Heroku, systemd): the worker may see its
+/// TERM before the master has stopped admitting connections; what is queued is
+/// still served, not turned away with a 503.
+#[test]
+fn a_group_term_answers_the_queue_too() {
+    let (mut server, mut busy, mut queued) = busy_with_queue("/slow?1", 3);
+    server.signal_group(Signal::SIGTERM);
+    assert_eq!(busy.read_response(false).unwrap().text(), "slow done\n");
+    for (i, c) in queued.iter_mut().enumerate() {
+        let resp = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("queued request {i} was cut ({e}); log:\n{}", server.log()));
+        assert_eq!(resp.status, 200, "{i}: {}", server.log());
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(15)).signal(), Some(15));
+}
+
 /// A quick stop cuts the request in flight, but a request that never reached
 /// the app is answered 503, so its client knows it did not run.
 #[test]

@@ -3,7 +3,6 @@
 //! next deadline.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use crate::worker_table::{WorkerSlot, WorkerTable};
 /// What a freshly forked worker is handed.
 pub struct ChildStart {
     /// The shared listening sockets (the child's copies of the master's).
-    pub listeners: Vec<TcpListener>,
+    pub listeners: Vec<ferricorn_signals::Listening>,
     /// Write end of this worker's status pipe (see [`Report`]).
     pub status: OwnedFd,
     pub worker_id: u32,

@@ -13,6 +13,7 @@ mod arbiter;
 mod listeners;
 mod pidfile;
 mod sys;
+mod unix_socket;
 pub mod upgrade;
 mod worker_table;
 
@@ -20,6 +21,10 @@ pub use activation::take_activated;
 pub use arbiter::{
     hold_signals, run, ChildStart, ForkHooks, Hooks, MasterEvents, ReloadFn, SpawnFn,
 };
-pub use listeners::{apply_options, bind_all, defers_accepts, match_binds, BindError, Listener};
+pub use listeners::{
+    apply_options, bind_all, claim_unix_files, defers_accepts, match_binds, BindError, BindOptions,
+    Listener,
+};
 pub use pidfile::{Pidfile, PidfileError};
+pub use unix_socket::Made;
 pub use upgrade::{take_inherited, Inherited, StartInfo};

@@ -1,10 +1,11 @@
 //! Binding the listening sockets the workers share.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 use ferricorn_config::Bind;
-use ferricorn_signals::closing;
+use ferricorn_signals::{closing, ListenAddr, Listening};
 use nix::{getsockopt_impl, setsockopt_impl, sockopt_impl};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -24,12 +25,15 @@ const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 /// A bound, listening, non-blocking socket shared by all workers.
 #[derive(Debug)]
 pub struct Listener {
-    pub socket: TcpListener,
-    pub addr: SocketAddr,
-    /// Passed by systemd (socket activation), which keeps it open across this
-    /// server's restarts: connections that arrive meanwhile wait in its queue for
-    /// the next start, so it is never shut down, and its options are the unit's.
+    pub socket: Listening,
+    pub addr: ListenAddr,
+    /// Passed by systemd (socket activation) or by a parent (`fd://N`), which keeps
+    /// it open across this server's restarts: connections that arrive meanwhile
+    /// wait in its queue for the next start, so it is never shut down (nor its
+    /// file removed), and its options are the passer's.
     pub activated: bool,
+    /// A unix socket file this server made, removed when it stops for good.
+    pub made: Option<crate::unix_socket::Made>,
 }
 
 impl Listener {
@@ -43,7 +47,23 @@ impl Listener {
             socket,
             addr,
             activated,
+            made: None,
         })
+    }
+
+    /// The TCP address, for a TCP socket.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match &self.addr {
+            ListenAddr::Tcp(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    fn unix_path(&self) -> Option<&PathBuf> {
+        match &self.addr {
+            ListenAddr::Unix(p) => p.as_ref(),
+            ListenAddr::Tcp(_) => None,
+        }
     }
 }
 
@@ -57,41 +77,79 @@ pub enum BindError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("cannot bind `{bind}`: {why}")]
+    Other { bind: String, why: String },
 }
 
-/// Bind every address of every `Bind` (a host name may resolve to several).
-pub fn bind_all(
-    binds: &[Bind],
-    backlog: i32,
-    reuse_port: bool,
-    defer_accept: bool,
-) -> Result<Vec<Listener>, BindError> {
+/// What binding a socket needs besides its address.
+#[derive(Debug, Clone, Copy)]
+pub struct BindOptions {
+    pub backlog: i32,
+    pub reuse_port: bool,
+    pub defer_accept: bool,
+    /// `--user`/`--group`: a unix socket file is handed to them.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Bind every address of every `Bind` (a host name may resolve to several), make
+/// every `unix:` socket, and take every `fd://` one.
+pub fn bind_all(binds: &[Bind], opts: BindOptions) -> Result<Vec<Listener>, BindError> {
     let mut out: Vec<Listener> = Vec::new();
-    for (bind, addr) in resolve(binds)? {
-        if out.iter().any(|l| l.addr == addr) {
-            continue;
+    for bind in binds {
+        let other = |why: String| BindError::Other {
+            bind: bind.to_string(),
+            why,
+        };
+        match bind {
+            Bind::Tcp { .. } => {}
+            Bind::Unix(path) => {
+                if out.iter().any(|l| l.unix_path() == Some(path)) {
+                    continue;
+                }
+                let (socket, made) = crate::unix_socket::bind(path, opts.backlog, opts.owner)
+                    .map_err(|e| other(e.to_string()))?;
+                out.push(Listener {
+                    socket: Listening::Unix(socket),
+                    addr: ListenAddr::Unix(Some(path.clone())),
+                    activated: false,
+                    made: Some(made),
+                });
+                continue;
+            }
+            Bind::Fd(fd) => {
+                let l = Listener::adopt(*fd, true).map_err(|e| other(e.to_string()))?;
+                out.push(l);
+                continue;
+            }
         }
-        let socket =
-            listen(addr, backlog, reuse_port, defer_accept).map_err(|source| BindError::Bind {
+        for (bind, addr) in resolve(std::slice::from_ref(bind))? {
+            if out.iter().any(|l| l.tcp_addr() == Some(addr)) {
+                continue;
+            }
+            let socket = listen(addr, opts).map_err(|source| BindError::Bind {
                 bind: bind.to_string(),
                 addr,
                 source,
             })?;
-        let addr = socket.local_addr().unwrap_or(addr);
-        out.push(Listener {
-            socket,
-            addr,
-            activated: false,
-        });
+            let addr = socket.local_addr().unwrap_or(addr);
+            out.push(Listener {
+                socket: Listening::Tcp(socket),
+                addr: ListenAddr::Tcp(addr),
+                activated: false,
+                made: None,
+            });
+        }
     }
     Ok(out)
 }
 
-/// Every address of every `Bind`, with the bind it came from.
+/// Every address of every TCP `Bind`, with the bind it came from.
 fn resolve(binds: &[Bind]) -> Result<Vec<(&Bind, SocketAddr)>, BindError> {
     let mut out = Vec::new();
     for bind in binds {
-        let Bind::Tcp { host, port } = bind;
+        let Bind::Tcp { host, port } = bind else {
+            continue;
+        };
         let addrs =
             (host.as_str(), *port)
                 .to_socket_addrs()
@@ -104,16 +162,11 @@ fn resolve(binds: &[Bind]) -> Result<Vec<(&Bind, SocketAddr)>, BindError> {
     Ok(out)
 }
 
-fn listen(
-    addr: SocketAddr,
-    backlog: i32,
-    reuse_port: bool,
-    defer_accept: bool,
-) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, opts: BindOptions) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Restarts must not wait for TIME_WAIT connections of the previous process.
     socket.set_reuse_address(true)?;
-    if reuse_port {
+    if opts.reuse_port {
         // --reuse-port: another server may bind the same port beside this one.
         socket.set_reuse_port(true)?;
     }
@@ -122,8 +175,8 @@ fn listen(
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    set_defer_accept(&socket, defer_accept)?;
-    socket.listen(backlog)?;
+    set_defer_accept(&socket, opts.defer_accept)?;
+    socket.listen(opts.backlog)?;
     // Every worker polls the socket and accepts without blocking; a connection another
     // worker took first is just EAGAIN.
     socket.set_nonblocking(true)?;
@@ -136,7 +189,9 @@ fn listen(
 /// backlog, and `TCP_DEFER_ACCEPT` at any time.
 pub fn apply_options(listeners: &[Listener], backlog: i32, defer_accept: bool) -> io::Result<()> {
     for l in listeners.iter().filter(|l| !l.activated) {
-        set_defer_accept(&l.socket, defer_accept)?;
+        if !l.socket.is_unix() {
+            set_defer_accept(&l.socket, defer_accept)?;
+        }
         socket2::SockRef::from(&l.socket).listen(backlog)?;
     }
     Ok(())
@@ -153,8 +208,11 @@ fn set_defer_accept(socket: &impl std::os::fd::AsFd, on: bool) -> io::Result<()>
 
 /// Whether the kernel hands this socket's connections over only once data has come
 /// (`TCP_DEFER_ACCEPT` set, by ferricorn or by a systemd unit's `DeferAcceptSec=`).
-pub fn defers_accepts(socket: &TcpListener) -> bool {
-    nix::sys::socket::getsockopt(socket, TcpDeferAccept).is_ok_and(|s| s > 0)
+pub fn defers_accepts(socket: &Listening) -> bool {
+    match socket {
+        Listening::Tcp(s) => nix::sys::socket::getsockopt(s, TcpDeferAccept).is_ok_and(|s| s > 0),
+        Listening::Unix(_) => false,
+    }
 }
 
 /// Whether `listeners` are the sockets `binds` asks for (a port 0 bind matches any
@@ -166,12 +224,39 @@ pub fn match_binds(listeners: &[Listener], binds: &[Bind]) -> bool {
     let mut wanted: Vec<SocketAddr> = resolved.into_iter().map(|(_, addr)| addr).collect();
     wanted.sort();
     wanted.dedup();
-    wanted.len() == listeners.len()
-        && wanted.iter().all(|w| {
-            listeners
-                .iter()
-                .any(|l| l.addr.ip() == w.ip() && (w.port() == 0 || l.addr.port() == w.port()))
+    let mut paths: Vec<&PathBuf> = binds
+        .iter()
+        .filter_map(|b| match b {
+            Bind::Unix(p) => Some(p),
+            _ => None,
         })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    let fds = binds.iter().filter(|b| matches!(b, Bind::Fd(_))).count();
+    let tcp: Vec<SocketAddr> = listeners.iter().filter_map(Listener::tcp_addr).collect();
+    wanted.len() + paths.len() + fds == listeners.len()
+        && wanted.iter().all(|w| {
+            tcp.iter()
+                .any(|a| a.ip() == w.ip() && (w.port() == 0 || a.port() == w.port()))
+        })
+        && paths
+            .iter()
+            .all(|p| listeners.iter().any(|l| l.unix_path() == Some(p)))
+}
+
+/// After an upgrade: the unix socket files the configuration names were made by
+/// this server (by the binary before the exec), and are removed when it stops.
+pub fn claim_unix_files(listeners: &mut [Listener], binds: &[Bind]) {
+    for l in listeners.iter_mut().filter(|l| !l.activated) {
+        let Some(path) = l.unix_path() else { continue };
+        if binds
+            .iter()
+            .any(|b| matches!(b, Bind::Unix(p) if p == path))
+        {
+            l.made = crate::unix_socket::Made::claim(path);
+        }
+    }
 }
 
 /// The first step of a stop. A socket systemd passed is let go: systemd keeps it
@@ -198,13 +283,20 @@ pub fn stop_admitting(listeners: Vec<Listener>) -> Vec<Listener> {
 
 /// Shut down, for everybody, each socket whose queue is empty: the workers have
 /// taken everything that was let in. Returns how many are left.
+/// (A unix socket needs no such step: it already refuses new connections, and
+/// its queue is answered at the end like any leftovers.)
 pub fn close_drained(listeners: &mut Vec<Listener>) -> usize {
-    listeners.retain(|l| match closing::queued_connections(&l.socket) {
-        Ok(0) | Err(_) => {
-            shut_down(l);
-            false
+    listeners.retain(|l| {
+        if l.socket.is_unix() {
+            return true;
         }
-        Ok(_) => true,
+        match closing::queued_connections(&l.socket) {
+            Ok(0) | Err(_) => {
+                shut_down(l);
+                false
+            }
+            Ok(_) => true,
+        }
     });
     listeners.len()
 }
@@ -215,9 +307,21 @@ pub fn close_drained(listeners: &mut Vec<Listener>) -> usize {
 pub fn answer_unserved(listeners: Vec<Listener>) -> usize {
     let mut answered = 0;
     for l in listeners {
-        while let Ok((conn, _)) = l.socket.accept() {
-            answer_503(conn);
-            answered += 1;
+        match &l.socket {
+            Listening::Tcp(s) => {
+                while let Ok((conn, _)) = s.accept() {
+                    let _ = conn.set_nonblocking(true);
+                    answer_503(conn, |c| c.shutdown(std::net::Shutdown::Write));
+                    answered += 1;
+                }
+            }
+            Listening::Unix(s) => {
+                while let Ok((conn, _)) = s.accept() {
+                    let _ = conn.set_nonblocking(true);
+                    answer_503(conn, |c| c.shutdown(std::net::Shutdown::Write));
+                    answered += 1;
+                }
+            }
         }
         shut_down(&l);
     }
@@ -228,11 +332,8 @@ const STOPPED_BODY: &str = "The server stopped before serving this request.\n";
 
 /// Best effort, never blocking: what the client sent is read first, so that the
 /// close sends a FIN after the answer rather than a reset that may destroy it.
-fn answer_503(conn: std::net::TcpStream) {
-    use std::io::{Read, Write};
-    let _ = conn.set_nonblocking(true);
+fn answer_503<C: io::Read + io::Write>(mut conn: C, shut_write: impl Fn(&C) -> io::Result<()>) {
     let mut buf = [0u8; 16 * 1024];
-    let mut conn = conn;
     for _ in 0..4 {
         match conn.read(&mut buf) {
             Ok(n) if n > 0 => {}
@@ -244,7 +345,7 @@ fn answer_503(conn: std::net::TcpStream) {
         STOPPED_BODY.len()
     );
     let _ = conn.write_all(answer.as_bytes());
-    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = shut_write(&conn);
 }
 
 /// Stop listening for everybody who shares the socket, at once: `shutdown(2)` on a

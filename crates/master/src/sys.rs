@@ -31,9 +31,10 @@ fn thread_count() -> Option<usize> {
 
 /// Take ownership of a listening socket inherited across `exec` (a binary upgrade,
 /// or systemd's socket activation). Refuses an fd that is not an open, listening
-/// TCP socket, so a wrong `FERRICORN_LISTEN_FDS` or `LISTEN_FDS` cannot make this
+/// TCP or unix stream socket, so a wrong `FERRICORN_LISTEN_FDS`, `LISTEN_FDS` or
+/// `fd://N` cannot make this
 /// process own a random descriptor.
-pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpListener> {
+pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<ferricorn_signals::Listening> {
     use std::os::fd::FromRawFd;
     // SAFETY: `fstat` only reads the descriptor table; an invalid fd is an error.
     let stat = nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
@@ -56,17 +57,18 @@ pub fn adopt_listener(fd: std::os::fd::RawFd) -> std::io::Result<std::net::TcpLi
     if !socket.is_listener()? {
         return refuse(socket, "is not a listening socket");
     }
-    match (socket.domain()?, socket.r#type()?) {
-        (socket2::Domain::IPV4 | socket2::Domain::IPV6, socket2::Type::STREAM) => {}
-        (socket2::Domain::UNIX, _) => return refuse(
-            socket,
-            "is a unix socket; ferricorn listens on TCP only (unix sockets are not supported yet)",
-        ),
-        _ => return refuse(socket, "is not a TCP socket"),
-    }
+    let unix = match (socket.domain()?, socket.r#type()?) {
+        (socket2::Domain::IPV4 | socket2::Domain::IPV6, socket2::Type::STREAM) => false,
+        (socket2::Domain::UNIX, socket2::Type::STREAM) => true,
+        _ => return refuse(socket, "is not a TCP or unix stream socket"),
+    };
     socket.set_cloexec(true)?;
     socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(if unix {
+        ferricorn_signals::Listening::Unix(socket.into())
+    } else {
+        ferricorn_signals::Listening::Tcp(socket.into())
+    })
 }
 
 /// Close `fd` if it is an open regular file: a scoreboard a binary before the

@@ -12,6 +12,10 @@
 //! where a worker retired by a reload must instead leave the queue to its
 //! peers) and keep accepting; the master shuts the socket down once its queue
 //! stays empty.
+//!
+//! A unix socket is simpler: shut for reading, it refuses `connect(2)` at once
+//! and still hands out what is queued, which can then only shrink; the filter
+//! (which never runs on it) is attached all the same, as the workers' sign.
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -19,6 +23,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
 use socket2::{SockFilter, SockRef};
+
+use crate::listening::Listening;
 
 const BPF_LD_B_ABS: u16 = 0x30;
 const BPF_ALU_AND_K: u16 = 0x54;
@@ -40,8 +46,13 @@ const DROP_NEW_CONNECTIONS: [SockFilter; 5] = [
 
 /// Master: from now on the kernel completes no new connection on `socket` (for
 /// every process sharing it); those it already completed stay in the queue.
-pub fn refuse_new_connections(socket: &impl AsFd) -> io::Result<()> {
-    SockRef::from(socket).attach_filter(&DROP_NEW_CONNECTIONS)
+pub fn refuse_new_connections(socket: &Listening) -> io::Result<()> {
+    let sock = SockRef::from(socket);
+    sock.attach_filter(&DROP_NEW_CONNECTIONS)?;
+    if socket.is_unix() {
+        sock.shutdown(std::net::Shutdown::Read)?;
+    }
+    Ok(())
 }
 
 /// Undo [`refuse_new_connections`]: for a socket inherited from a process that
@@ -115,8 +126,13 @@ mod tests {
 
     #[test]
     fn queued_connections_survive_and_new_ones_are_not_let_in() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = Listening::Tcp(TcpListener::bind("127.0.0.1:0").unwrap());
+        let Ok(crate::listening::ListenAddr::Tcp(addr)) = listener.local_addr() else {
+            unreachable!()
+        };
+        let Listening::Tcp(tcp) = &listener else {
+            unreachable!()
+        };
         assert!(!refusing_new_connections(&listener));
         let mut queued = TcpStream::connect(addr).unwrap();
         queued.write_all(b"hello").unwrap();
@@ -128,7 +144,7 @@ mod tests {
         let late = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
         assert!(late.is_err(), "a SYN after the filter is dropped");
 
-        let (mut accepted, _) = listener.accept().unwrap();
+        let (mut accepted, _) = tcp.accept().unwrap();
         let mut buf = [0u8; 5];
         accepted.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"hello");
@@ -137,5 +153,34 @@ mod tests {
         admit_new_connections(&listener);
         assert!(!refusing_new_connections(&listener));
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    }
+
+    #[test]
+    fn a_unix_socket_refuses_at_once_and_hands_out_its_queue() {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = std::env::temp_dir().join(format!("closing-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = Listening::Unix(UnixListener::bind(&path).unwrap());
+        let mut queued = UnixStream::connect(&path).unwrap();
+        queued.write_all(b"hi").unwrap();
+        refuse_new_connections(&listener).unwrap();
+        assert!(refusing_new_connections(&listener));
+        let late = UnixStream::connect(&path).unwrap_err();
+        assert_eq!(late.kind(), std::io::ErrorKind::ConnectionRefused);
+        let Listening::Unix(unix) = &listener else {
+            unreachable!()
+        };
+        unix.set_nonblocking(true).unwrap();
+        let (mut accepted, _) = unix.accept().unwrap();
+        let mut buf = [0u8; 2];
+        accepted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        assert_eq!(
+            unix.accept().unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,12 +12,14 @@
 
 pub mod closing;
 pub mod exit_code;
+pub mod listening;
 pub mod policy;
 pub mod report;
 pub mod scoreboard;
 pub mod sys;
 pub mod title;
 
+pub use listening::{ListenAddr, Listening};
 pub use nix::sys::signal::Signal;
 pub use policy::{
     parse_signal, Action, Exit, ExitRule, Override, ParseExitRuleError, Policy, Preset, StopMode,

@@ -5,9 +5,9 @@
 //! `poll`), at most [`MAX_QUEUED`] bytes are kept, and what had to be dropped is
 //! counted and reported.
 
+use ferricorn_wsgi::Peer;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ enum Atom {
 
 /// What one log line is made of.
 pub struct Entry<'a> {
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub method: &'a [u8],
     pub target: &'a [u8],
     pub minor_version: u8,
@@ -197,7 +197,12 @@ impl AccessLog {
         for atom in &self.format {
             match atom {
                 Atom::Text(t) => line.push_str(t),
-                Atom::Var('h') => line.push_str(&e.peer.ip().to_string()),
+                // A unix peer has no address: `-`, as for any value that is
+                // absent (gunicorn writes its empty REMOTE_ADDR, an empty field).
+                Atom::Var('h') => match e.peer.ip() {
+                    Some(ip) => line.push_str(&ip.to_string()),
+                    None => line.push('-'),
+                },
                 Atom::Var('l') => line.push('-'),
                 Atom::Var('u') => client(&mut line, basic_auth_user(e.request_headers).as_deref()),
                 Atom::Var('t') => line.push_str(
@@ -266,8 +271,8 @@ fn environ_value(e: &Entry<'_>, name: &str, path: &[u8], query: &[u8]) -> Option
         "QUERY_STRING" => Some(query.to_vec()),
         "RAW_URI" | "REQUEST_URI" => Some(e.target.to_vec()),
         "SERVER_PROTOCOL" => owned(format!("HTTP/1.{}", e.minor_version)),
-        "REMOTE_ADDR" => owned(e.peer.ip().to_string()),
-        "REMOTE_PORT" => owned(e.peer.port().to_string()),
+        "REMOTE_ADDR" => owned(e.peer.ip().map(|ip| ip.to_string()).unwrap_or_default()),
+        "REMOTE_PORT" => e.peer.port().map(|p| p.to_string().into_bytes()),
         // CONTENT_TYPE and CONTENT_LENGTH carry no HTTP_ prefix in the environ.
         "CONTENT_TYPE" | "CONTENT_LENGTH" => request_header(e, name),
         _ => request_header(e, name.strip_prefix("HTTP_")?),
@@ -374,7 +379,7 @@ mod tests {
 
     fn entry<'a>(headers: &'a [(&'a [u8], &'a [u8])], resp: &'a [(Vec<u8>, Vec<u8>)]) -> Entry<'a> {
         Entry {
-            peer: "10.0.0.7:5555".parse().unwrap(),
+            peer: Peer::Ip("10.0.0.7:5555".parse().unwrap()),
             method: b"GET",
             target: b"/a/b?x=1",
             minor_version: 1,

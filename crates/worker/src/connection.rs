@@ -1,16 +1,16 @@
 //! One client connection: its buffers, where it is in the request cycle, and when
 //! it times out.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use ferricorn_http::{ChunkedDecoder, Head};
 use ferricorn_wsgi::Paused;
-use mio::net::TcpStream;
+use ferricorn_wsgi::{Local, Peer};
 
 use crate::inbuf::InBuf;
 use crate::outbuf::OutBuf;
 use crate::responder::Progress;
+use crate::stream::Stream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -25,14 +25,14 @@ pub enum Phase {
 }
 
 pub struct Conn {
-    pub sock: TcpStream,
+    pub sock: Stream,
     /// The client, as the app sees it: a PROXY header's source replaces the
     /// connecting peer.
-    pub peer: SocketAddr,
+    pub peer: Peer,
     /// Who connected: what `forwarded_allow_ips` trust is decided by (a PROXY
     /// header is the proxy's word for its client, not grounds to trust that client).
-    pub connected_from: SocketAddr,
-    pub local: SocketAddr,
+    pub connected_from: Peer,
+    pub local: Local,
     pub inbuf: InBuf,
     pub out: OutBuf,
     pub head: Head,
@@ -86,7 +86,7 @@ pub struct RequestCopy {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, peer: SocketAddr, local: SocketAddr, deadline: Instant) -> Conn {
+    pub fn new(sock: Stream, peer: Peer, local: Local, deadline: Instant) -> Conn {
         Conn {
             sock,
             peer,

@@ -90,7 +90,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     };
     let method = &bytes[head.method.clone()];
     let target = &bytes[head.target.clone()];
-    let url_scheme = if trusted.contains(conn.connected_from.ip()) {
+    let url_scheme = if conn.connected_from.allowed_by(trusted) {
         match forwarded_scheme(&headers) {
             Ok(s) => s.unwrap_or("http"),
             Err(e) => {
@@ -109,7 +109,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         headers: &headers,
         body,
         peer: conn.peer,
-        local: conn.local,
+        local: &conn.local,
         url_scheme,
     };
     let info = RequestInfo {
@@ -282,7 +282,7 @@ pub fn settle_error(
     responder: &mut Responder<'_>,
     method: &[u8],
     target: &[u8],
-    peer: std::net::SocketAddr,
+    peer: ferricorn_wsgi::Peer,
 ) -> Settled {
     let mut settled = Settled::default();
     match e {

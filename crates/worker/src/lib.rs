@@ -17,15 +17,15 @@ mod reloader;
 mod responder;
 mod sendfile;
 mod server;
+mod stream;
 mod stream_body;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use ferricorn_signals::scoreboard::Scoreboard;
-use ferricorn_signals::{exit_code, sys, Report, SelfPipe, Signal};
+use ferricorn_signals::{exit_code, sys, Listening, Report, SelfPipe, Signal};
 use ferricorn_wsgi::{App, Hooks, PythonOptions};
 use log::{debug, error, warn};
 use nix::sys::signal::SigSet;
@@ -91,7 +91,7 @@ const EXIT_NOW_SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGQUIT];
 /// Run a worker to completion; returns its exit code.
 pub fn run(
     opts: WorkerOptions,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     status: OwnedFd,
     board: Scoreboard,
     slot: usize,
@@ -120,7 +120,7 @@ pub fn run(
     if nix::unistd::getppid().as_raw() != opts.settings.master_pid {
         return 0;
     }
-    let copies: std::io::Result<Vec<_>> = listeners.iter().map(TcpListener::try_clone).collect();
+    let copies: std::io::Result<Vec<_>> = listeners.iter().map(Listening::try_clone).collect();
     let watched = copies.and_then(|copies| {
         orphan::watch(
             nix::unistd::Pid::from_raw(opts.settings.master_pid),
@@ -358,7 +358,7 @@ fn start_helpers(
     py: ferricorn_wsgi::Python<'_>,
     opts: &WorkerOptions,
     app: &App,
-    listeners: &[TcpListener],
+    listeners: &[Listening],
     status: &std::fs::File,
     max_requests: Option<u64>,
     shared: &std::sync::Arc<server::Shared>,
@@ -382,9 +382,9 @@ fn start_helpers(
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         app.set_multithread(py, true)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let listeners: Vec<TcpListener> = listeners
+        let listeners: Vec<Listening> = listeners
             .iter()
-            .map(TcpListener::try_clone)
+            .map(Listening::try_clone)
             .collect::<Result<_, _>>()?;
         let status = status.try_clone()?;
         let access = access_log::AccessLog::open(opts.access_log.as_deref(), &format)?;

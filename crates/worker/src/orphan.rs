@@ -8,8 +8,8 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+use ferricorn_signals::Listening;
 use std::io;
-use std::net::TcpListener;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use nix::unistd::{getpid, getppid, Pid};
 
 /// Start the watch. `listeners` are copies of the worker's sockets (the thread
 /// keeps them so that their fd numbers are never reused under it).
-pub fn watch(master: Pid, listeners: Vec<TcpListener>, limit: Duration) -> io::Result<()> {
+pub fn watch(master: Pid, listeners: Vec<Listening>, limit: Duration) -> io::Result<()> {
     let pidfd = pidfd_open(master)?;
     if getppid() != master {
         return Err(io::Error::other("the master exited before the watch began"));

@@ -14,12 +14,12 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::stream::Stream;
 use ferricorn_http::{
     write_chunk, write_chunk_size, write_error, write_head, write_last_chunk, HttpDate,
     ResponseFraming, ResponseHead,
 };
 use ferricorn_wsgi::ResponseSink;
-use mio::net::TcpStream;
 use pyo3::types::{PyBytes, PyBytesMethods};
 use pyo3::{Bound, Python};
 
@@ -106,7 +106,7 @@ enum State {
 pub struct Responder<'a> {
     py: Python<'a>,
     out: &'a mut OutBuf,
-    sock: &'a mut TcpStream,
+    sock: &'a mut Stream,
     date: &'a HttpDate,
     body: &'a mut Vec<u8>,
     head: &'a mut HeadCopy,
@@ -150,7 +150,7 @@ impl<'a> Responder<'a> {
     pub fn new(
         py: Python<'a>,
         out: &'a mut OutBuf,
-        sock: &'a mut TcpStream,
+        sock: &'a mut Stream,
         date: &'a HttpDate,
         scratch: &'a mut Scratch,
         info: RequestInfo,
@@ -542,7 +542,7 @@ impl ResponseSink for Responder<'_> {
 /// The client closed its side (or the connection broke), seen without reading:
 /// what it might still send is a later request's, and a streamed answer to a
 /// client that hung up is read by nobody.
-fn peer_hung_up(sock: &TcpStream) -> bool {
+fn peer_hung_up(sock: &Stream) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let gone =
         PollFlags::from_bits_retain(libc::POLLRDHUP) | PollFlags::POLLHUP | PollFlags::POLLERR;

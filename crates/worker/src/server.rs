@@ -15,9 +15,8 @@ use ferricorn_http::{
 };
 use ferricorn_signals::scoreboard::{Scoreboard, Slot};
 use ferricorn_signals::{closing, Report, SelfPipe, Signal};
-use ferricorn_wsgi::{App, Outcome, Python};
+use ferricorn_wsgi::{App, Outcome, Peer, Python};
 use log::{debug, error, warn};
-use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -31,6 +30,7 @@ use crate::dispatch::{after_response, dispatch, settle_error, warn_problem, Ctx,
 use crate::inbuf::InBuf;
 use crate::reloader::Reloader;
 use crate::responder::{Responder, Scratch};
+use crate::stream::{Listener, ListenerAddr};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
@@ -45,6 +45,10 @@ const READ_CAP: usize = 1 << 20;
 const LINGER: Duration = Duration::from_secs(2);
 /// Idle connections get this long after a stop begins to send one more request.
 const STOP_GRACE: Duration = Duration::from_secs(1);
+/// A TERM from another process than the master (sent to the whole process
+/// group): how long to watch the sockets for the master's sign that the whole
+/// server stops, before leaving the queue to the peers.
+const GROUP_STOP_WAIT: Duration = Duration::from_millis(100);
 /// While a stop drains the listening sockets, how often they are tried again.
 const DRAIN_CHECK: Duration = Duration::from_millis(10);
 /// Longest an answer is held back to go out with others (see `flush_deferred`).
@@ -119,7 +123,7 @@ impl Shared {
 /// What every loop of a worker is made of (each `--threads` loop has its own).
 pub struct LoopParts {
     pub app: App,
-    pub listeners: Vec<std::net::TcpListener>,
+    pub listeners: Vec<ferricorn_signals::Listening>,
     pub settings: Settings,
     /// The status pipe to the master.
     pub status: std::fs::File,
@@ -165,10 +169,10 @@ pub struct Settings {
 pub struct Server<'py> {
     py: Python<'py>,
     poll: Poll,
-    listeners: Vec<Option<TcpListener>>,
+    listeners: Vec<Option<Listener>>,
     /// Each listener's address: a connection's local address, unless the
     /// listener is bound to a wildcard address.
-    listener_addrs: Vec<std::net::SocketAddr>,
+    listener_addrs: Vec<ListenerAddr>,
     /// This loop's share of the worker's connections (`--threads`).
     load: Arc<LoopLoad>,
     /// Receive buffers of closed connections, for new ones.
@@ -210,6 +214,8 @@ pub struct Server<'py> {
     error_log: Option<String>,
     reloader: Option<Reloader>,
     accept_errors: ErrorTally,
+    /// Until when a stop may still turn out to be the whole server's.
+    stop_undecided_until: Instant,
 }
 
 /// How often a failing `accept` is logged, at most.
@@ -283,9 +289,8 @@ impl<'py> Server<'py> {
         let mut mio_listeners = Vec::new();
         let mut listener_addrs = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
-            l.set_nonblocking(true)?;
-            listener_addrs.push(l.local_addr()?);
-            let mut l = TcpListener::from_std(l);
+            let (mut l, addr) = Listener::new(l)?;
+            listener_addrs.push(addr);
             poll.registry()
                 .register(&mut l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
             mio_listeners.push(Some(l));
@@ -325,6 +330,7 @@ impl<'py> Server<'py> {
             error_log,
             reloader,
             accept_errors: ErrorTally::default(),
+            stop_undecided_until: now,
         })
     }
 
@@ -392,6 +398,7 @@ impl<'py> Server<'py> {
                 }
             }
             if draining {
+                self.settle_listeners();
                 for i in 0..self.listeners.len() {
                     self.accept_from(i, false);
                 }
@@ -421,7 +428,11 @@ impl<'py> Server<'py> {
             .unwrap_or_default();
         for d in delivered {
             match d.signal {
-                Signal::SIGTERM => self.begin_stop("SIGTERM"),
+                Signal::SIGTERM => {
+                    let from_master =
+                        d.sender.map(|p| p.as_raw()) == Some(self.settings.master_pid);
+                    self.begin_stop("SIGTERM", !from_master)
+                }
                 Signal::SIGUSR1 => {
                     self.shared.reopen.fetch_add(1, Ordering::SeqCst);
                     self.shared.wake_all();
@@ -435,7 +446,7 @@ impl<'py> Server<'py> {
     /// Another loop of this worker asked for a stop or a log reopen.
     fn on_shared_change(&mut self) {
         if self.shared.stop.load(Ordering::SeqCst) {
-            self.begin_stop("stop of another loop");
+            self.begin_stop("stop of another loop", true);
         }
         let generation = self.shared.reopen.load(Ordering::SeqCst);
         if generation != self.reopened {
@@ -464,7 +475,7 @@ impl<'py> Server<'py> {
 
     /// Graceful stop: no new connections; idle ones close; requests in progress
     /// finish and their responses say `Connection: close`.
-    fn begin_stop(&mut self, why: &str) {
+    fn begin_stop(&mut self, why: &str, wait_for_master: bool) {
         if self.stopping {
             return;
         }
@@ -480,19 +491,17 @@ impl<'py> Server<'py> {
             "worker stopping ({why}), {} connections open",
             self.conns.len()
         );
-        // A socket that admits no new connections means the whole server is
-        // stopping: take what the kernel already queued (the master shuts the
-        // socket down once it is empty). Otherwise only this worker is leaving (a
-        // reload, a recycle, fewer workers) and its peers take the queue.
-        for l in self.listeners.iter_mut() {
-            if l.as_ref()
-                .is_some_and(|l| !closing::refusing_new_connections(l))
-            {
-                if let Some(mut l) = l.take() {
-                    let _ = self.poll.registry().deregister(&mut l);
-                }
-            }
-        }
+        // Whether the whole server stops (then this worker drains the queue) or
+        // only this worker does is read off the sockets (see `settle_listeners`).
+        // A TERM not from the master (a process-group kill) may come before the
+        // master's: it gets a moment to say which.
+        self.stop_undecided_until = Instant::now()
+            + if wait_for_master {
+                GROUP_STOP_WAIT
+            } else {
+                Duration::ZERO
+            };
+        self.settle_listeners();
         // Idle connections are not closed at once: a keep-alive client may be sending
         // its next request right now, and closing under it loses that request. They
         // get a short grace; a request that comes is answered with
@@ -501,6 +510,26 @@ impl<'py> Server<'py> {
         for (_, c) in self.conns.iter_mut() {
             if c.is_idle() {
                 c.deadline = c.deadline.min(now + STOP_GRACE);
+            }
+        }
+    }
+
+    /// While stopping: a socket that admits no new connections means the whole
+    /// server is stopping: take what the kernel already queued (the master shuts
+    /// the socket down once it is empty). Otherwise, once the stop is decided,
+    /// only this worker is leaving (a reload, a recycle, fewer workers) and its
+    /// peers take the queue.
+    fn settle_listeners(&mut self) {
+        if Instant::now() < self.stop_undecided_until {
+            return;
+        }
+        for l in self.listeners.iter_mut() {
+            if l.as_ref()
+                .is_some_and(|l| !closing::refusing_new_connections(l))
+            {
+                if let Some(mut l) = l.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
             }
         }
     }
@@ -552,16 +581,14 @@ impl<'py> Server<'py> {
                 self.accept_retry_at = Instant::now() + ACCEPT_DEFER;
                 return;
             }
-            let Some(listener) = self.listeners.get(i).and_then(Option::as_ref) else {
+            let (Some(listener), Some(addr)) = (
+                self.listeners.get(i).and_then(Option::as_ref),
+                self.listener_addrs.get(i),
+            ) else {
                 return;
             };
-            match listener.accept() {
-                Ok((sock, peer)) => {
-                    let _ = sock.set_nodelay(true);
-                    let local = match self.listener_addrs.get(i) {
-                        Some(a) if !a.ip().is_unspecified() => *a,
-                        _ => sock.local_addr().unwrap_or(peer),
-                    };
+            match listener.accept(addr) {
+                Ok((sock, peer, local)) => {
                     let deadline = Instant::now() + self.settings.keepalive;
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -583,7 +610,19 @@ impl<'py> Server<'py> {
                         self.load.conns.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A stopping server's unix socket refuses new connections:
+                    // once its queue is empty, nothing more can come.
+                    if self.stopping
+                        && listener.is_unix()
+                        && closing::refusing_new_connections(listener)
+                    {
+                        if let Some(mut l) = self.listeners[i].take() {
+                            let _ = self.poll.registry().deregister(&mut l);
+                        }
+                    }
+                    return;
+                }
                 Err(e)
                     if e.kind() == io::ErrorKind::Interrupted
                         || e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -761,13 +800,13 @@ impl<'py> Server<'py> {
                         match parse_proxy(conn.inbuf.bytes()) {
                             Ok(ProxyParsed::Partial) => return,
                             Ok(ProxyParsed::Absent) => conn.proxy_checked = true,
-                            Ok(ProxyParsed::Present(_, _)) if !allowed.contains(conn.peer.ip()) => {
+                            Ok(ProxyParsed::Present(_, _)) if !conn.peer.allowed_by(allowed) => {
                                 reject(conn, HttpError::ProxyForbidden, &self.date);
                                 return;
                             }
                             Ok(ProxyParsed::Present(source, len)) => {
                                 if let ProxySource::Client(client) = source {
-                                    conn.peer = client;
+                                    conn.peer = Peer::Ip(client);
                                 }
                                 conn.inbuf.consume(len);
                                 conn.proxy_checked = true;
@@ -852,7 +891,7 @@ impl<'py> Server<'py> {
                     self.now = ended;
                     self.app_time = self.app_time - self.app_time / 8 + took / 8;
                     if exit {
-                        self.begin_stop("the app raised SystemExit");
+                        self.begin_stop("the app raised SystemExit", false);
                     }
                     self.count_request();
                 }
@@ -952,7 +991,7 @@ impl<'py> Server<'py> {
         drop(responder);
         after_response(conn, keep_alive, settled.client_gone, client_said_close);
         if settled.exit {
-            self.begin_stop("the app raised SystemExit");
+            self.begin_stop("the app raised SystemExit", false);
         }
     }
 
@@ -993,7 +1032,7 @@ impl<'py> Server<'py> {
         if !self.stopping {
             if let Some(path) = self.reloader.as_ref().and_then(|r| r.changed()) {
                 log::info!("Worker reloading: {} modified", path.display());
-                self.begin_stop("--reload");
+                self.begin_stop("--reload", false);
             }
         }
         if !self.stopping && nix::unistd::getppid().as_raw() != self.settings.master_pid {
@@ -1001,7 +1040,7 @@ impl<'py> Server<'py> {
                 "master (pid {}) is gone; stopping",
                 self.settings.master_pid
             );
-            self.begin_stop("master gone");
+            self.begin_stop("master gone", false);
         }
     }
 

@@ -1,7 +1,5 @@
 //! Calling the app for one request (PEP 3333 "Specification Details").
 
-use std::net::SocketAddr;
-
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyIterator, PyList};
 
@@ -18,8 +16,8 @@ pub struct Request<'a> {
     pub minor_version: u8,
     pub headers: &'a [(&'a [u8], &'a [u8])],
     pub body: Body<'a>,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
+    pub peer: crate::Peer,
+    pub local: &'a crate::Local,
     /// `http`, or `https` when a trusted proxy said so.
     pub url_scheme: &'static str,
 }

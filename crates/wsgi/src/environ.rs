@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::addr::Local;
 use crate::app::Request;
 use crate::input::{Body, Input};
 
@@ -232,9 +233,12 @@ impl Environ {
         };
         self.protocol.put(py, &base, protocol, latin1)?;
         let mut digits = [0u8; 40];
+        // A unix peer has no address: "", as gunicorn gives it.
         let peer = req.peer.ip();
-        self.remote_addr.put(py, &base, &ip_key(peer), |py, _| {
-            latin1(py, ip_text(peer, &mut digits).as_bytes())
+        let key = peer.map_or([0; 17], ip_key);
+        self.remote_addr.put(py, &base, &key, |py, _| match peer {
+            Some(ip) => latin1(py, ip_text(ip, &mut digits).as_bytes()),
+            None => latin1(py, b""),
         })?;
         // The last Host (the parser refuses a request with two).
         let host = req
@@ -245,12 +249,13 @@ impl Environ {
             .map(|&(_, value)| value)
             .filter(|h| !h.is_empty());
         let mut port = itoa::Buffer::new();
-        let (server_name, server_port) = match host {
-            Some(h) => split_host(h),
-            None => (
-                ip_text(req.local.ip(), &mut digits).as_bytes(),
-                port.format(req.local.port()).as_bytes(),
+        let (server_name, server_port) = match (host, req.local) {
+            (Some(h), _) => split_host(h),
+            (None, Local::Ip(local)) => (
+                ip_text(local.ip(), &mut digits).as_bytes(),
+                port.format(local.port()).as_bytes(),
             ),
+            (None, Local::Unix(path)) => (path.as_bytes(), &b""[..]),
         };
         self.server_name.put(py, &base, server_name, latin1)?;
         self.server_port.put(py, &base, server_port, latin1)?;
@@ -259,8 +264,13 @@ impl Environ {
         if req.url_scheme != "http" {
             env.set_item(pyo3::intern!(py, "wsgi.url_scheme"), req.url_scheme)?;
         }
-        let remote_port = self.remote_port(py, req.peer.port())?;
-        env.set_item(pyo3::intern!(py, "REMOTE_PORT"), remote_port)?;
+        match req.peer.port() {
+            Some(port) => {
+                let remote_port = self.remote_port(py, port)?;
+                env.set_item(pyo3::intern!(py, "REMOTE_PORT"), remote_port)?;
+            }
+            None => env.del_item(pyo3::intern!(py, "REMOTE_PORT"))?,
+        }
         for (place, &(name, value)) in req.headers.iter().enumerate() {
             // Names with `_` are dropped, as gunicorn does: a client could otherwise
             // send `X_Forwarded_For` and collide with the key of `X-Forwarded-For`.

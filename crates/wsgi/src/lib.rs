@@ -4,6 +4,7 @@
 //! The worker owns sockets and HTTP; this crate only sees a parsed [`Request`] and
 //! streams the app's answer into a [`ResponseSink`]. All Python objects live here.
 
+mod addr;
 mod app;
 mod current_sink;
 mod environ;
@@ -14,6 +15,7 @@ mod loader;
 mod preload;
 mod start_response;
 
+pub use addr::{Local, Peer};
 pub use app::{App, CallError, Outcome, Paused, Request, ResponseSink};
 pub use hooks::{Hooks, HOOKS_PY};
 pub use host::{

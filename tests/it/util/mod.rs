@@ -435,17 +435,21 @@ pub struct Server {
 
 impl Server {
     pub fn wait_ready(&mut self) {
-        let line = self
-            .stderr
-            .wait_for(&|l| l.contains("Listening at: http://"), 1, BOOT)
+        self.stderr
+            .wait_for(&|l| l.contains("Listening at: "), 1, BOOT)
             .unwrap_or_else(|| panic!("server did not listen; log:\n{}", self.log()));
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address in the listening line");
-        self.addr = Some(addr.parse().expect("a socket address"));
         self.wait_log_count(|l| l.contains(") ready"), self.workers, BOOT);
+        // The first TCP address, if any (a server may listen on unix sockets only);
+        // every "Listening at" line comes before the first worker is ready.
+        let log = self.log();
+        if let Some(line) = log.lines().find(|l| l.contains("Listening at: http://")) {
+            let addr = line
+                .split("http://")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .expect("address in the listening line");
+            self.addr = Some(addr.parse().expect("a socket address"));
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

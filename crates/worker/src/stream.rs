@@ -1,0 +1,171 @@
+//! A listening socket and a client connection of either kind, TCP or unix, for
+//! the event loop: one type each, so that everything above them is the same.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+
+use ferricorn_signals::Listening;
+use ferricorn_wsgi::{Local, Peer};
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
+
+pub enum Listener {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+/// A listener's own address, for the connections it accepts: a wildcard TCP
+/// address is replaced by each connection's own.
+#[derive(Debug, Clone)]
+pub enum ListenerAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(Local),
+}
+
+impl Listener {
+    pub fn new(l: Listening) -> io::Result<(Listener, ListenerAddr)> {
+        l.set_nonblocking(true)?;
+        Ok(match l {
+            Listening::Tcp(l) => {
+                let addr = l.local_addr()?;
+                (
+                    Listener::Tcp(mio::net::TcpListener::from_std(l)),
+                    ListenerAddr::Tcp(addr),
+                )
+            }
+            Listening::Unix(l) => {
+                let addr = l.local_addr()?;
+                let path = addr
+                    .as_pathname()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (
+                    Listener::Unix(mio::net::UnixListener::from_std(l)),
+                    ListenerAddr::Unix(Local::Unix(Arc::from(path))),
+                )
+            }
+        })
+    }
+
+    /// A new connection: the stream, who connected, and where it came in.
+    pub fn accept(&self, addr: &ListenerAddr) -> io::Result<(Stream, Peer, Local)> {
+        match (self, addr) {
+            (Listener::Tcp(l), ListenerAddr::Tcp(listening)) => {
+                let (sock, peer) = l.accept()?;
+                // Small answers go out at once rather than wait for more.
+                let _ = sock.set_nodelay(true);
+                let local = if listening.ip().is_unspecified() {
+                    sock.local_addr().unwrap_or(peer)
+                } else {
+                    *listening
+                };
+                Ok((Stream::Tcp(sock), Peer::Ip(peer), Local::Ip(local)))
+            }
+            (Listener::Unix(l), ListenerAddr::Unix(local)) => {
+                let (sock, _) = l.accept()?;
+                Ok((Stream::Unix(sock), Peer::Unix, local.clone()))
+            }
+            _ => Err(io::Error::other("listener and address of different kinds")),
+        }
+    }
+
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Listener::Unix(_))
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+}
+
+impl Stream {
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// Both kinds register with the poll as themselves.
+macro_rules! delegate_source {
+    ($ty:ident) => {
+        impl Source for $ty {
+            fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.register(r, t, i),
+                    $ty::Unix(s) => s.register(r, t, i),
+                }
+            }
+            fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.reregister(r, t, i),
+                    $ty::Unix(s) => s.reregister(r, t, i),
+                }
+            }
+            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+                match self {
+                    $ty::Tcp(s) => s.deregister(r),
+                    $ty::Unix(s) => s.deregister(r),
+                }
+            }
+        }
+    };
+}
+delegate_source!(Listener);
+delegate_source!(Stream);
