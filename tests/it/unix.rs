@@ -276,3 +276,33 @@ fn proxy_protocol_over_a_unix_socket_names_the_client() {
     assert!(env.contains("\"REMOTE_ADDR\": \"203.0.113.7\""), "{env}");
     assert!(env.contains("\"REMOTE_PORT\": \"51000\""), "{env}");
 }
+
+#[test]
+fn under_user_the_socket_file_belongs_to_the_workers_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let dir = scratch("unix-user");
+    let path = dir.join("app.sock");
+    // The venv of Debian's python3 (scripts/test makes it) is one nobody can read.
+    let venv = crate::util::repo_dir().join(".venv-system");
+    assert!(venv.join("bin/ferricorn").exists(), "run ./scripts/test");
+    let mut server = ServerBuilder::new("basic:app")
+        .program(&venv.join("bin/ferricorn"))
+        .no_default_bind()
+        .args(&[
+            "-b",
+            &format!("unix:{}", path.display()),
+            "--user",
+            "nobody",
+        ])
+        .start();
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert_eq!(meta.uid(), nobody.uid.as_raw(), "{}", server.log());
+    assert!(get(&path, "/").starts_with("HTTP/1.1 200 OK"));
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(T);
+    assert!(!path.exists());
+}
