@@ -16,6 +16,7 @@ mod django;
 mod flask;
 mod framing;
 mod interpreters;
+mod notify;
 mod packaging;
 mod preload;
 mod procfile;

@@ -11,6 +11,7 @@
 mod activation;
 mod arbiter;
 mod listeners;
+mod notify;
 mod pidfile;
 mod sys;
 pub mod upgrade;
@@ -21,5 +22,6 @@ pub use arbiter::{
     hold_signals, run, ChildStart, ForkHooks, Hooks, MasterEvents, ReloadFn, SpawnFn,
 };
 pub use listeners::{apply_options, bind_all, defers_accepts, match_binds, BindError, Listener};
+pub use notify::Notifier;
 pub use pidfile::{Pidfile, PidfileError};
 pub use upgrade::{take_inherited, Inherited, StartInfo};

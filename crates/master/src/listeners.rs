@@ -59,6 +59,17 @@ pub enum BindError {
     },
 }
 
+impl BindError {
+    /// The errno the system gave, if any (systemd's `ERRNO=`).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            BindError::Resolve { source, .. } | BindError::Bind { source, .. } => {
+                source.raw_os_error()
+            }
+        }
+    }
+}
+
 /// Bind every address of every `Bind` (a host name may resolve to several).
 pub fn bind_all(
     binds: &[Bind],

@@ -85,14 +85,21 @@ pub fn take_inherited() -> io::Result<Option<Inherited>> {
     Ok(Some(Inherited { listeners, workers }))
 }
 
-/// Re-execute `start` keeping `listeners` open and naming `workers` for adoption.
+/// Re-execute `start` keeping `listeners` open and naming `workers` for adoption;
+/// `restore` are variables this process took out of its environment at start that
+/// the new image must find again (systemd's `NOTIFY_SOCKET`).
 /// Returns only if the exec failed; the process is then as it was.
 ///
 /// Every signal is blocked across the exec (the mask survives it): the new image
 /// starts with default dispositions, and a TERM landing before it has installed
 /// its handlers would otherwise kill the master outright. The new master unblocks
 /// once its handlers are in place. (std's `Command::exec` would clear the mask.)
-pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::Error {
+pub fn exec(
+    start: &StartInfo,
+    listeners: &[Listener],
+    workers: &[Pid],
+    restore: &[(OsString, OsString)],
+) -> io::Error {
     let fds: Vec<String> = listeners
         .iter()
         .map(|l| l.socket.as_raw_fd().to_string())
@@ -115,7 +122,8 @@ pub fn exec(start: &StartInfo, listeners: &[Listener], workers: &[Pid]) -> io::E
             argv.push(cstr(a.as_bytes())?);
         }
         let mut env = Vec::new();
-        for (k, v) in std::env::vars_os() {
+        let restored = restore.iter().map(|(k, v)| (k.clone(), v.clone()));
+        for (k, v) in std::env::vars_os().chain(restored) {
             if k != LISTEN_FDS_ENV && k != ACTIVATED_FDS_ENV && k != WORKERS_ENV {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
