@@ -102,11 +102,27 @@ pub fn run(host: &Host) -> Exit {
             return Exit::Code(exit_code::MASTER_FAILED);
         }
     };
-    // -e KEY=VALUE: the master is single-threaded here, and workers inherit it.
+    // systemd's NOTIFY_SOCKET and WATCHDOG_*: taken out of the environment before
+    // anything else runs (hooks, the app); then -e KEY=VALUE. The master is
+    // single-threaded here, and workers inherit what it leaves.
+    let notify = ferricorn_master::Notifier::from_env();
     for (k, v) in &config.raw_env {
         std::env::set_var(k, v);
     }
-    serve(&config, signals, host)
+    serve(&config, signals, notify, host)
+}
+
+/// A start that ends before serving: logged, and told to systemd as the last status
+/// (with the errno, when there is one), then the exit.
+fn start_failed(
+    notify: &mut ferricorn_master::Notifier,
+    code: u8,
+    message: &str,
+    errno: Option<i32>,
+) -> Exit {
+    error!("{message}");
+    notify.failed(&format!("Failed to start: {message}"), errno);
+    Exit::Code(code)
 }
 
 /// Who must be able to reopen the log files: the workers' user, when they switch.
@@ -338,7 +354,12 @@ fn check_environment(
     Ok(())
 }
 
-fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> Exit {
+fn serve(
+    config: &Config,
+    signals: ferricorn_signals::SelfPipe,
+    mut notify: ferricorn_master::Notifier,
+    host: &Host,
+) -> Exit {
     let python = host.interpreter.executable.as_path();
     // Before --chdir: an upgrade re-executes from where the user started us.
     let start =
@@ -346,15 +367,25 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
     let inherited = match ferricorn_master::take_inherited() {
         Ok(i) => i,
         Err(e) => {
-            error!("cannot take over the sockets of the previous binary: {e}");
-            return Exit::Code(exit_code::BIND_FAILED);
+            let message = format!("cannot take over the sockets of the previous binary: {e}");
+            return start_failed(
+                &mut notify,
+                exit_code::BIND_FAILED,
+                &message,
+                e.raw_os_error(),
+            );
         }
     };
     let activated = match ferricorn_master::take_activated() {
         Ok(a) => a,
         Err(e) => {
-            error!("cannot take the sockets systemd passed (LISTEN_FDS): {e}");
-            return Exit::Code(exit_code::BIND_FAILED);
+            let message = format!("cannot take the sockets systemd passed (LISTEN_FDS): {e}");
+            return start_failed(
+                &mut notify,
+                exit_code::BIND_FAILED,
+                &message,
+                e.raw_os_error(),
+            );
         }
     };
     // After taking the sockets: they are close-on-exec by now, so the hook's Python
@@ -370,11 +401,16 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
     master_hook(python, config, "on_starting");
     if let Some(dir) = &config.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
-            error!(
+            let message = format!(
                 "invalid value `{}` for `chdir` (from --chdir): {e}",
                 dir.display()
             );
-            return Exit::Code(exit_code::CONFIG_ERROR);
+            return start_failed(
+                &mut notify,
+                exit_code::CONFIG_ERROR,
+                &message,
+                e.raw_os_error(),
+            );
         }
     }
     let app_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -383,8 +419,7 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
         pythonpath: config.pythonpath.clone(),
     };
     if let Err(e) = check_environment(config, &host.interpreter, &options) {
-        error!("{e}");
-        return Exit::Code(exit_code::CONFIG_ERROR);
+        return start_failed(&mut notify, exit_code::CONFIG_ERROR, &e.to_string(), None);
     }
     // --preload: import the app here, before binding and forking; a failure stops
     // the server with gunicorn's codes before any worker exists.
@@ -395,8 +430,8 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
                 if let Some(detail) = &e.detail {
                     log::debug!("while loading {}:\n{}", config.app, detail.trim_end());
                 }
-                error!("App failed to load: {}", e.message);
-                return Exit::Code(exit_code::APP_LOAD_FAILED);
+                let message = format!("App failed to load: {}", e.message);
+                return start_failed(&mut notify, exit_code::APP_LOAD_FAILED, &message, None);
             }
         }
     } else {
@@ -419,8 +454,7 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
         }
         Ok(None) => None,
         Err(e) => {
-            error!("{e}");
-            return Exit::Code(exit_code::CONFIG_ERROR);
+            return start_failed(&mut notify, exit_code::CONFIG_ERROR, &e.to_string(), None);
         }
     };
     let (listeners, adopted) = match (inherited, activated) {
@@ -456,11 +490,16 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
             match ferricorn_master::bind_all(&config.binds, opts) {
                 Ok(l) => (l, Default::default()),
                 Err(e) => {
-                    error!("{e}");
                     if let Some(p) = &pidfile {
                         p.remove();
                     }
-                    return Exit::Code(exit_code::BIND_FAILED);
+                    let errno = e.errno();
+                    return start_failed(
+                        &mut notify,
+                        exit_code::BIND_FAILED,
+                        &e.to_string(),
+                        errno,
+                    );
                 }
             }
         }
@@ -598,6 +637,7 @@ fn serve(config: &Config, signals: ferricorn_signals::SelfPipe, host: &Host) -> 
                     workers: config.workers,
                 }) as Box<dyn ferricorn_master::MasterEvents>
             }),
+            notify,
         },
     );
     for m in &made {

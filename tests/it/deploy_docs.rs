@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::notify::{field, is, Systemd};
 use crate::util::{http, repo_dir, scratch, test_venv, ServerBuilder};
 
 const STOP: Duration = Duration::from_secs(30);
@@ -115,19 +116,35 @@ fn the_systemd_pages_unit_verifies_serves_reloads_and_stops_cleanly() {
         .map(|a| localize(a, "/srv/app/venv"))
         .collect();
     assert_eq!(value("WorkingDirectory"), "/srv/app");
+    assert_eq!(value("Type"), "notify-reload");
+    // The master, not systemd's SIGKILL, decides what a stop cuts.
+    let stop_timeout: u64 = value("TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop_timeout > 25 && !exec_start.iter().any(|a| a.contains("graceful")),
+        "TimeoutStopSec={stop_timeout} must be above --graceful-timeout (25 s)"
+    );
+    let watchdog_sec: u64 = value("WatchdogSec").parse().unwrap();
 
     // systemd's own check of the unit, with the test's paths and a user that exists.
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
+    if let Ok(version) = Command::new("systemd-analyze").arg("--version").output() {
         let file = scratch("systemd-unit").join("app.service");
-        let localized = unit
+        let mut localized = unit
             .replace("/srv/app/venv", &test_venv().display().to_string())
             .replace("/srv/app", &app.display().to_string())
             .replace("User=app", "User=root")
             .replace("Group=app", "Group=root");
+        // "systemd 252 (252.38-1~deb12u1)": before 253, the page's older form.
+        let major: u32 = String::from_utf8_lossy(&version.stdout)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if major < 253 {
+            localized = localized.replace(
+                "Type=notify-reload\n",
+                "Type=notify\nExecReload=/bin/kill -HUP $MAINPID\n",
+            );
+        }
         std::fs::write(&file, localized).unwrap();
         let out = Command::new("systemd-analyze")
             .args(["verify", "--man=no"])
@@ -143,20 +160,33 @@ fn the_systemd_pages_unit_verifies_serves_reloads_and_stops_cleanly() {
         eprintln!("systemd-analyze is not installed: the unit's syntax is not checked");
     }
 
+    // What systemd sets for Type=notify with WatchdogSec=.
+    let mut systemd = Systemd::at_path("systemd-notify-socket");
     let mut server = ServerBuilder::command(Path::new(&exec_start[0]), &exec_start[1..])
         .cwd(&app)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
+        .env("NOTIFY_SOCKET", &systemd.name)
+        .env("WATCHDOG_USEC", &(watchdog_sec * 1_000_000).to_string())
         .workers(4)
         .start();
+    let ready = systemd.wait(is("READY"), &server);
+    assert_eq!(
+        field(&ready, "MAINPID"),
+        Some(server.pid.to_string().as_str())
+    );
+    systemd.wait(is("WATCHDOG"), &server);
     assert_eq!(http::get(server.addr(), "/").unwrap().text(), "deployed");
-    // ExecReload: HUP starts a new generation of 4.
+    // systemctl reload: the unit's ReloadSignal=, SIGHUP, starts a new generation of 4.
     server.signal(Signal::SIGHUP);
+    systemd.wait(is("RELOADING"), &server);
+    systemd.wait(is("READY"), &server);
     server.wait_log_count(|l| l.contains(") ready"), 8, STOP);
     assert_eq!(http::get(server.addr(), "/").unwrap().text(), "deployed");
     // systemctl stop, KillMode=mixed: SIGTERM to the main process.
     let answer = answered_across(server.addr(), || server.signal(Signal::SIGTERM));
     assert_eq!(answer, "slow answered");
+    systemd.wait(is("STOPPING"), &server);
     let status = server.wait_exit(STOP);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{}", server.log());
 }

@@ -17,6 +17,7 @@ mod flask;
 mod framing;
 mod interpreters;
 mod nginx;
+mod notify;
 mod packaging;
 mod preload;
 mod procfile;

@@ -61,19 +61,22 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
     })
 }
 
+/// The local time as log lines give it (`2026-11-26 14:03:07 +0100`).
+pub fn local_time() -> String {
+    chrono::Local::now()
+        .format("%Y-%m-%d %H:%M:%S %z")
+        .to_string()
+}
+
 /// One formatted line, as the logger writes it (without the newline).
 pub fn format_line(level: Level, pid: u32, message: &std::fmt::Arguments<'_>) -> String {
-    let now = chrono::Local::now();
     let name = match level {
         Level::Error => "ERROR",
         Level::Warn => "WARNING",
         Level::Info => "INFO",
         Level::Debug | Level::Trace => "DEBUG",
     };
-    format!(
-        "[{}] [{pid}] [{name}] {message}",
-        now.format("%Y-%m-%d %H:%M:%S %z")
-    )
+    format!("[{}] [{pid}] [{name}] {message}", local_time())
 }
 
 impl Log for StderrLogger {

@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
 use crate::listeners::{answer_unserved, apply_options, close_drained, stop_admitting, Listener};
+use crate::notify::Notifier;
 use crate::sys::fork_single_threaded;
 use crate::upgrade::{self, Adopted, AdoptedWorker, StartInfo};
 use crate::worker_table::{WorkerSlot, WorkerTable};
@@ -67,6 +68,8 @@ pub trait MasterEvents {
 pub struct Hooks {
     pub fork: Option<Box<dyn ForkHooks>>,
     pub events: Option<Box<dyn MasterEvents>>,
+    /// systemd's notify socket, if it gave one (see [`Notifier`]).
+    pub notify: Notifier,
 }
 
 /// Read the configuration again (HUP): the same command line, environment and
@@ -109,15 +112,23 @@ pub fn run(
     spawn: &mut SpawnFn<'_>,
     hooks: Hooks,
 ) -> Exit {
-    let master = Master::new(config, signals, listeners, adopted, start).map(|m| Master {
-        fork_hooks: hooks.fork,
-        events: hooks.events,
-        ..m
-    });
-    match master {
-        Ok(mut master) => master.run(reload, spawn),
+    let Hooks {
+        fork,
+        events,
+        mut notify,
+    } = hooks;
+    match Master::new(config, signals, listeners, adopted, start) {
+        Ok(master) => Master {
+            fork_hooks: fork,
+            events,
+            notify,
+            ..master
+        }
+        .run(reload, spawn),
         Err(e) => {
-            error!("master failed to start: {e}");
+            let message = format!("master failed to start: {e}");
+            error!("{message}");
+            notify.failed(&format!("Failed to start: {message}"), e.raw_os_error());
             Exit::Code(exit_code::MASTER_FAILED)
         }
     }
@@ -183,6 +194,11 @@ struct Master {
     start: Option<StartInfo>,
     fork_hooks: Option<Box<dyn ForkHooks>>,
     events: Option<Box<dyn MasterEvents>>,
+    notify: Notifier,
+    /// When the last reload began, and how it failed if it did (for `STATUS=`).
+    last_reload: Option<String>,
+    /// Why the server stops on its own (workers that cannot boot), for `STATUS=`.
+    failure: Option<String>,
 }
 
 impl Master {
@@ -246,17 +262,24 @@ impl Master {
             start,
             fork_hooks: None,
             events: None,
+            notify: Notifier::default(),
+            last_reload: None,
+            failure: None,
         })
     }
 
     fn run(&mut self, reload: &mut ReloadFn<'_>, spawn: &mut SpawnFn<'_>) -> Exit {
         let mut events = Events::with_capacity(64);
         loop {
+            self.tell_status();
+            self.notify.watchdog(Instant::now());
             let timeout = self.next_wakeup().saturating_duration_since(Instant::now());
             if let Some(poll) = self.poll.as_mut() {
                 if let Err(e) = poll.poll(&mut events, Some(timeout)) {
                     if e.kind() != std::io::ErrorKind::Interrupted {
                         error!("master poll failed: {e}");
+                        let status = format!("Stopped: master poll failed: {e}");
+                        self.notify.failed(&status, e.raw_os_error());
                         return Exit::Code(exit_code::MASTER_FAILED);
                     }
                 }
@@ -309,6 +332,9 @@ impl Master {
         if let Some(since) = self.failing_since {
             at = at.min(since + self.config.boot_deadline);
         }
+        if let Some(due) = self.notify.watchdog_due() {
+            at = at.min(due);
+        }
         at
     }
 
@@ -347,11 +373,17 @@ impl Master {
                     info!("Handling signal: {name}{from}: reload ignored: the master is stopping");
                     return;
                 }
+                let began = ferricorn_log::local_time();
+                self.last_reload = Some(format!("last reload {began}"));
+                self.notify.reloading(&format!(
+                    "Reloading: reading the configuration again ({began})"
+                ));
                 match reload(&self.config) {
                     Ok(new) => self.apply_config(new),
                     Err(e) => {
                         // tests/it/config.rs waits for this line.
                         error!("Reload failed: {e}; keeping the current configuration and workers");
+                        self.last_reload = Some(format!("last reload {began} failed: {e}"));
                         return;
                     }
                 }
@@ -467,8 +499,19 @@ impl Master {
         if let Some(events) = self.events.as_mut() {
             events.upgrading();
         }
+        self.notify.status(&format!(
+            "Upgrading: exec {}; {} workers keep serving until the new ones are ready",
+            start.exe.display(),
+            workers.len()
+        ));
         let board = self.scoreboard.as_ref().and_then(Scoreboard::fd);
-        let err = upgrade::exec(&start, &self.listeners, &workers, board);
+        let err = upgrade::exec(
+            &start,
+            &self.listeners,
+            &workers,
+            board,
+            self.notify.exec_env(),
+        );
         error!(
             "Upgrade failed: cannot exec {}: {err}; still running the current binary",
             start.exe.display()
@@ -518,6 +561,7 @@ impl Master {
             kill_sent: false,
             settle_at: now + SETTLE,
         });
+        self.notify.stopping(&self.status_line());
     }
 
     /// Workers inside the app right now.
@@ -586,6 +630,7 @@ impl Master {
                 stop.began.elapsed().as_secs_f64(),
                 exit
             );
+            self.tell_failure();
             return Some(exit);
         }
         let now = Instant::now();
@@ -595,7 +640,9 @@ impl Master {
                     "{} workers did not exit after SIGKILL; exiting anyway",
                     self.workers.len()
                 );
-                return Some(stop.exit);
+                let exit = stop.exit;
+                self.tell_failure();
+                return Some(exit);
             }
             warn!(
                 "{} workers still running at the stop deadline; sending SIGKILL",
@@ -741,6 +788,7 @@ impl Master {
                 return;
             }
             error!("{message}");
+            self.failure = Some(message);
             let reason = if code == exit_code::APP_LOAD_FAILED {
                 "App failed to load"
             } else {
@@ -794,11 +842,13 @@ impl Master {
         if self.workers.iter().any(|w| w.ready) {
             return None;
         }
-        error!(
-            "Giving up: workers kept dying before they were ready ({} failures in {}s) and none became ready",
+        let message = format!(
+            "workers kept dying before they were ready ({} failures in {}s) and none became ready",
             self.boot_failures,
             deadline.as_secs()
         );
+        error!("Giving up: {message}");
+        self.failure = Some(message);
         self.begin_stop(
             StopMode::Quick,
             Exit::Code(exit_code::CRASH_LOOP),
@@ -828,6 +878,12 @@ impl Master {
             .count();
         // tests/it/supervision.rs waits for this line.
         error!("Reload failed: {message}; keeping the {kept} workers of the previous generation");
+        // READY=1 follows as soon as the previous generation is complete again.
+        let began = self
+            .last_reload
+            .take()
+            .unwrap_or_else(|| "last upgrade".into());
+        self.last_reload = Some(format!("{began} failed: {message}"));
         for w in self
             .workers
             .iter_mut()
@@ -875,17 +931,17 @@ impl Master {
             .count()
     }
 
-    /// After a reload: once the new generation is complete and ready, stop the old one.
+    /// Once the generation is complete and ready: tell systemd if it waits for that
+    /// (at start, after a reload or an upgrade), and stop the previous generation.
     fn retire_old_generation(&mut self) {
-        let gen = self.generation;
-        let ready = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == gen && w.ready && !w.retiring)
-            .count();
+        let (ready, _) = self.ready_workers();
         if ready < self.target as usize {
             return;
         }
+        if self.notify.owes_ready() {
+            self.notify.ready(&self.serving_status());
+        }
+        let gen = self.generation;
         for w in self
             .workers
             .iter_mut()
@@ -897,6 +953,83 @@ impl Master {
             );
             w.retiring = true;
             let _ = kill(w.pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Ready workers serving, of this generation and of previous ones.
+    fn ready_workers(&self) -> (usize, usize) {
+        let serving = || self.workers.iter().filter(|w| w.ready && !w.retiring);
+        let current = serving()
+            .filter(|w| w.generation == self.generation)
+            .count();
+        (current, serving().count() - current)
+    }
+
+    /// What `systemctl status` shows (see notify.rs); sent when it changes.
+    fn tell_status(&mut self) {
+        if self.notify.is_active() {
+            self.notify.status(&self.status_line());
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let (current, previous) = self.ready_workers();
+        let target = self.target;
+        match &self.state {
+            State::Stopping(stop) => format!(
+                "Stopping: {}; {} left",
+                stop.reason,
+                workers(self.workers.len())
+            ),
+            State::Running if previous > 0 => {
+                // Generation 0: adopted from the binary before an upgrade.
+                let (doing, whose) = if self.workers.iter().any(|w| w.generation == 0) {
+                    ("Upgrading", "binary")
+                } else {
+                    ("Reloading", "generation")
+                };
+                format!(
+                    "{doing}: {current} of {target} new workers ready; {} of the previous {whose} serving",
+                    workers(previous)
+                )
+            }
+            State::Running if !self.notify.was_ready() => {
+                let failures = match self.boot_failures {
+                    0 => String::new(),
+                    n => format!("; {n} died before they were ready"),
+                };
+                format!("Starting: {current} of {target} workers ready{failures}")
+            }
+            State::Running => self.serving_status(),
+        }
+    }
+
+    /// "2 workers ready, serving on http://127.0.0.1:8000; last reload …".
+    fn serving_status(&self) -> String {
+        let (current, _) = self.ready_workers();
+        let ready = if current >= self.target as usize {
+            workers(current)
+        } else {
+            format!("{current} of {}", workers(self.target as usize))
+        };
+        let addrs: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+        let reload = self
+            .last_reload
+            .as_ref()
+            .map(|r| format!("; {r}"))
+            .unwrap_or_default();
+        format!("{ready} ready, serving on {}{reload}", addrs.join(", "))
+    }
+
+    /// The master stops on its own (workers that cannot boot): the last status says why.
+    fn tell_failure(&mut self) {
+        if let Some(why) = self.failure.take() {
+            let when = if self.notify.was_ready() {
+                "Stopped"
+            } else {
+                "Failed to start"
+            };
+            self.notify.failed(&format!("{when}: {why}"), None);
         }
     }
 
@@ -1100,6 +1233,7 @@ impl Master {
             signals.reset_in_child();
         }
         self.poll = None;
+        self.notify = Notifier::default();
         self.workers.forget_all();
         let listeners = self.listeners.drain(..).map(|l| l.socket).collect();
         let Some(scoreboard) = self.scoreboard.take() else {
@@ -1118,6 +1252,11 @@ impl Master {
             },
         )
     }
+}
+
+/// "1 worker", "2 workers".
+fn workers(n: usize) -> String {
+    format!("{n} worker{}", if n == 1 { "" } else { "s" })
 }
 
 fn boot_backoff(failures: u32) -> Duration {

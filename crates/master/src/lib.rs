@@ -11,6 +11,7 @@
 mod activation;
 mod arbiter;
 mod listeners;
+mod notify;
 mod pidfile;
 mod sys;
 mod unix_socket;
@@ -25,6 +26,7 @@ pub use listeners::{
     apply_options, bind_all, claim_unix_files, defers_accepts, match_binds, BindError, BindOptions,
     Listener,
 };
+pub use notify::Notifier;
 pub use pidfile::{Pidfile, PidfileError};
 pub use unix_socket::Made;
 pub use upgrade::{take_inherited, Inherited, StartInfo};

@@ -81,6 +81,18 @@ pub enum BindError {
     Other { bind: String, why: String },
 }
 
+impl BindError {
+    /// The errno the system gave, if any (systemd's `ERRNO=`).
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            BindError::Resolve { source, .. } | BindError::Bind { source, .. } => {
+                source.raw_os_error()
+            }
+            BindError::Other { .. } => None,
+        }
+    }
+}
+
 /// What binding a socket needs besides its address.
 #[derive(Debug, Clone, Copy)]
 pub struct BindOptions {

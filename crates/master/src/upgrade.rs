@@ -188,7 +188,9 @@ impl Adopted {
 }
 
 /// Re-execute `start` keeping `listeners` and the `scoreboard` open and naming
-/// `workers` for adoption.
+/// `workers` for adoption; `restore` are variables this process took out of its
+/// environment at start that the new image must find again (systemd's
+/// `NOTIFY_SOCKET`).
 /// Returns only if the exec failed; the process is then as it was.
 ///
 /// Every signal is blocked across the exec (the mask survives it): the new image
@@ -200,6 +202,7 @@ pub fn exec(
     listeners: &[Listener],
     workers: &[AdoptedWorker],
     scoreboard: Option<BorrowedFd<'_>>,
+    restore: &[(OsString, OsString)],
 ) -> io::Error {
     let fds: Vec<String> = listeners
         .iter()
@@ -224,7 +227,8 @@ pub fn exec(
             argv.push(cstr(a.as_bytes())?);
         }
         let mut env = Vec::new();
-        for (k, v) in std::env::vars_os() {
+        let restored = restore.iter().map(|(k, v)| (k.clone(), v.clone()));
+        for (k, v) in std::env::vars_os().chain(restored) {
             if !HANDOVER_ENV.iter().any(|h| k == *h) {
                 let mut kv = k.into_vec();
                 kv.push(b'=');
