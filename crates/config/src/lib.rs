@@ -708,7 +708,7 @@ mod tests {
             (vec!["-w", "0", "app"], vec![], "invalid value `0` for `workers` (from --workers)".into()),
             (vec!["app"], vec![("PORT", "")], "invalid value `` for `bind` (from environment variable PORT)".into()),
             (vec!["app"], vec![("PORT", "99999")], "invalid value `99999` for `bind` (from environment variable PORT)".into()),
-            (vec!["-b", "unix:/tmp/x", "app"], vec![], "invalid value `unix:/tmp/x` for `bind` (from --bind): unix sockets are not supported yet".into()),
+            (vec!["-b", "fd://three", "app"], vec![], "invalid value `fd://three` for `bind` (from --bind): expected fd://N".into()),
             (vec!["--log-level", "loud", "app"], vec![], "invalid value `loud` for `loglevel` (from --log-level)".into()),
             (vec!["--term-exit", "300", "app"], vec![], "invalid value `300` for `term_exit` (from --term-exit): expected `signal` or an exit code".into()),
             (vec!["app"], vec![("FERRICORN_WORKERS", "many")], "invalid value `many` for `workers` (from environment variable FERRICORN_WORKERS)".into()),
