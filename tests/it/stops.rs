@@ -350,3 +350,59 @@ fn a_term_during_start_up_stops_with_the_contracts_status() {
         server.log()
     );
 }
+
+/// `--drain-delay`: after TERM the server keeps serving for that long (each
+/// response closing its connection), as a Kubernetes pod must while the
+/// endpoint is taken out; then the graceful stop, with the contract's status.
+#[test]
+fn a_drain_delay_serves_a_request_sent_a_second_after_term() {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--drain-delay", "2"])
+        .start();
+    let mut kept = Client::connect(server.addr()).unwrap();
+    assert_eq!(kept.get("/").unwrap().status, 200);
+    let sent = Instant::now();
+    server.signal(Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("drain delay (--drain-delay)"),
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let late = crate::util::http::get(server.addr(), "/").expect("served during the delay");
+    assert_eq!(late.status, 200);
+    assert_eq!(late.header("connection"), Some("close"));
+    let next = kept
+        .get("/")
+        .expect("a kept-alive connection is served too");
+    assert_eq!(next.header("connection"), Some("close"));
+    assert_eq!(server.wait_exit(Duration::from_secs(15)).signal(), Some(15));
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "not before the delay"
+    );
+}
+
+#[test]
+fn a_second_term_ends_the_drain_delay() {
+    let mut server = ServerBuilder::new("basic:app")
+        .args(&["--drain-delay", "30"])
+        .start();
+    let sent = Instant::now();
+    server.signal(Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("drain delay (--drain-delay)"),
+        Duration::from_secs(5),
+    );
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).signal(), Some(15));
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(
+        server.log().contains("the drain delay ends now"),
+        "{}",
+        server.log()
+    );
+}

@@ -63,6 +63,10 @@ pub struct Cli {
     #[arg(long = "graceful-timeout", value_name = "SECONDS")]
     pub graceful_timeout: Option<f64>,
 
+    /// Seconds a graceful stop keeps accepting and serving (with `Connection: close`) before it begins, while a load balancer such as Kubernetes' takes the server out [default: 0].
+    #[arg(long = "drain-delay", value_name = "SECONDS")]
+    pub drain_delay: Option<f64>,
+
     /// Seconds an idle keep-alive connection is kept open [default: 100, above the 90 s that load balancers such as Heroku's router keep idle connections].
     #[arg(long = "keep-alive", value_name = "SECONDS")]
     pub keep_alive: Option<f64>,
@@ -238,6 +242,7 @@ impl Cli {
             signal_preset: self.signal_preset.clone(),
             on_signal: (!self.on_signal.is_empty()).then(|| self.on_signal.clone()),
             graceful_timeout: self.graceful_timeout,
+            drain_delay: self.drain_delay,
             keepalive: self.keep_alive,
             term_exit: self.term_exit.clone().map(StrOrInt::Str),
             int_exit: self.int_exit.clone().map(StrOrInt::Str),

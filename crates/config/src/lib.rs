@@ -34,6 +34,8 @@ pub struct Config {
     pub backlog: i32,
     pub workers: u32,
     pub graceful_timeout: Duration,
+    /// `--drain-delay`: serving on, with `Connection: close`, before a graceful stop.
+    pub drain_delay: Duration,
     /// Longest a worker may be in one request, silent, or booting; None = off.
     pub timeout: Option<Duration>,
     pub max_requests: u64,
@@ -338,6 +340,7 @@ impl Config {
             backlog: s.backlog.unwrap_or(2048),
             workers,
             graceful_timeout: non_negative("graceful_timeout", s.graceful_timeout, 25.0)?,
+            drain_delay: non_negative("drain_delay", s.drain_delay, 0.0)?,
             keepalive: non_negative("keepalive", s.keepalive, 100.0)?,
             policy,
             chdir: s.chdir.clone(),

@@ -325,6 +325,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "signal_preset" => "--signal-preset",
         "on_signal" => "--on-signal",
         "graceful_timeout" => "--graceful-timeout",
+        "drain_delay" => "--drain-delay",
         "keepalive" => "--keep-alive",
         "term_exit" => "--term-exit",
         "int_exit" => "--int-exit",

@@ -72,6 +72,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graceful_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_delay: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub term_exit: Option<StrOrInt>,
@@ -164,6 +166,7 @@ pub const NAMES: &[&str] = &[
     "signal_preset",
     "on_signal",
     "graceful_timeout",
+    "drain_delay",
     "keepalive",
     "term_exit",
     "int_exit",
@@ -248,6 +251,7 @@ pub fn default_text(name: &str) -> &'static str {
         "signal_preset" => "\"ferricorn\"",
         "on_signal" => "[]",
         "graceful_timeout" => "25",
+        "drain_delay" => "0",
         "keepalive" => "100",
         "term_exit" | "int_exit" | "quit_exit" => "\"signal\"",
         "chdir" => "the start directory",

@@ -164,7 +164,18 @@ struct Stop {
 
 enum State {
     Running,
+    /// A graceful stop was asked for and waits out `--drain-delay`: everything
+    /// is served as before, but each response closes its connection.
+    Delaying(Delayed),
     Stopping(Stop),
+}
+
+/// A graceful stop held for `--drain-delay`.
+struct Delayed {
+    exit: Exit,
+    reason: String,
+    log_line: String,
+    until: Instant,
 }
 
 /// A max-requests recycle in progress: `old` keeps serving until `replacement` is ready.
@@ -299,6 +310,9 @@ impl Master {
             }
             self.reap();
             self.enforce_timeouts();
+            if matches!(&self.state, State::Delaying(d) if Instant::now() >= d.until) {
+                self.end_delay();
+            }
             if let Some(exit) = self.advance_stop() {
                 return exit;
             }
@@ -320,6 +334,7 @@ impl Master {
                 stop.deadline.min(stop.settle_at.max(now + DRAIN_CHECK))
             }
             State::Stopping(stop) => stop.deadline,
+            State::Delaying(d) => d.until,
             State::Running if self.current_workers() < self.target as usize => {
                 self.next_spawn_at.max(now)
             }
@@ -361,12 +376,20 @@ impl Master {
                     .exit_for(d.signal, self.pid.as_raw() == 1);
                 // tests/it/signals.rs waits for this line: no new connection is admitted once it is logged.
                 let reason = format!("{action} after {}{from}", d.signal.as_str());
-                self.begin_stop(
-                    mode,
-                    exit,
-                    reason,
-                    &format!("Handling signal: {name}{from}"),
-                );
+                let log_line = format!("Handling signal: {name}{from}");
+                match (&self.state, mode) {
+                    (State::Running, StopMode::Graceful) if !self.config.drain_delay.is_zero() => {
+                        self.delay_stop(exit, reason, log_line)
+                    }
+                    (State::Delaying(_), StopMode::Graceful) => {
+                        info!("{log_line}: the drain delay ends now");
+                        self.end_delay();
+                    }
+                    _ => {
+                        self.end_delay();
+                        self.begin_stop(mode, exit, reason, &log_line);
+                    }
+                }
             }
             Action::Reload => {
                 if !matches!(self.state, State::Running) {
@@ -516,6 +539,45 @@ impl Master {
             "Upgrade failed: cannot exec {}: {err}; still running the current binary",
             start.exe.display()
         );
+    }
+
+    /// `--drain-delay`: hold a graceful stop while a load balancer takes this
+    /// server out; it keeps accepting, and every response says `Connection: close`.
+    fn delay_stop(&mut self, exit: Exit, reason: String, log_line: String) {
+        let delay = self.config.drain_delay;
+        // tests/it/stops.rs waits for this line.
+        info!(
+            "{log_line}: {reason}; serving on for the {:.1}s drain delay (--drain-delay), closing each connection after its response",
+            delay.as_secs_f64()
+        );
+        if let Some(board) = self.scoreboard.as_ref() {
+            board.set_draining(true);
+        }
+        self.notify.stopping(&format!(
+            "Stopping: drain delay of {:.1}s, then {reason}",
+            delay.as_secs_f64()
+        ));
+        self.state = State::Delaying(Delayed {
+            exit,
+            reason,
+            log_line,
+            until: Instant::now() + delay,
+        });
+    }
+
+    /// A held graceful stop begins now (its delay is over, or was cut short);
+    /// nothing when none is held.
+    fn end_delay(&mut self) {
+        if !matches!(self.state, State::Delaying(_)) {
+            return;
+        }
+        let State::Delaying(d) = std::mem::replace(&mut self.state, State::Running) else {
+            return;
+        };
+        if let Some(board) = self.scoreboard.as_ref() {
+            board.set_draining(false);
+        }
+        self.begin_stop(StopMode::Graceful, d.exit, d.reason, &d.log_line);
     }
 
     fn begin_stop(&mut self, mode: StopMode, exit: Exit, reason: String, log_line: &str) {
@@ -981,6 +1043,7 @@ impl Master {
                 stop.reason,
                 workers(self.workers.len())
             ),
+            State::Delaying(d) => format!("Stopping: drain delay, then {}", d.reason),
             State::Running if previous > 0 => {
                 // Generation 0: adopted from the binary before an upgrade.
                 let (doing, whose) = if self.workers.iter().any(|w| w.generation == 0) {

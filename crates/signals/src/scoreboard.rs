@@ -57,6 +57,9 @@ struct Header {
     /// How many slots from the first may belong to a worker (the highest ever
     /// assigned, plus one).
     span: AtomicU64,
+    /// 1 while a stop's `--drain-delay` runs: workers serve on, closing each
+    /// connection after its response.
+    draining: AtomicU64,
 }
 
 /// Milliseconds of `CLOCK_MONOTONIC`, the same clock in every process of the machine.
@@ -431,6 +434,18 @@ impl Scoreboard {
             self.header().span.store(span, Ordering::Relaxed);
         }
         now
+    }
+
+    /// Master: a stop's drain delay begins (or ends).
+    pub fn set_draining(&self, on: bool) {
+        self.header()
+            .draining
+            .store(u64::from(on), Ordering::Relaxed);
+    }
+
+    /// Worker: whether responses close their connection for a drain delay.
+    pub fn draining(&self) -> bool {
+        self.header().draining.load(Ordering::Relaxed) == 1
     }
 
     /// Master: the worker in slot `index` is gone; it no longer counts as a peer.

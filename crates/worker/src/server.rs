@@ -860,9 +860,11 @@ impl<'py> Server<'py> {
                     if end.is_none() && !should_stream(conn, self.settings.body_buffer) {
                         return;
                     }
-                    // A stop that arrived while the app ran still closes this connection.
-                    let stopping =
-                        self.stopping || stop_pending(&self.shared, self.signals.as_ref());
+                    // A stop that arrived while the app ran still closes this
+                    // connection, as does a stop's drain delay.
+                    let stopping = self.stopping
+                        || stop_pending(&self.shared, self.signals.as_ref())
+                        || self.board.as_ref().is_some_and(|(b, _)| b.draining());
                     let started = Instant::now();
                     let ctx = Ctx {
                         started,
