@@ -330,7 +330,9 @@ impl Master {
     fn next_wakeup(&self) -> Instant {
         let now = Instant::now();
         let mut at = match &self.state {
-            State::Stopping(stop) if !self.listeners.is_empty() => {
+            // A TCP socket's queue is looked at until it is empty and shut down
+            // (a unix one needs no look: it refuses new connections already).
+            State::Stopping(stop) if self.listeners.iter().any(|l| !l.socket.is_unix()) => {
                 stop.deadline.min(stop.settle_at.max(now + DRAIN_CHECK))
             }
             State::Stopping(stop) => stop.deadline,
