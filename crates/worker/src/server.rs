@@ -399,8 +399,10 @@ impl<'py> Server<'py> {
             }
             if draining {
                 self.settle_listeners();
+                // Whatever the shares: what is queued is taken (a deferred accept
+                // whose retry each turn pushed back would otherwise never come).
                 for i in 0..self.listeners.len() {
-                    self.accept_from(i, false);
+                    self.accept_from(i, true);
                 }
             }
             if self.accept_pending && Instant::now() >= self.accept_retry_at {
