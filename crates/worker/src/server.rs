@@ -481,6 +481,12 @@ impl<'py> Server<'py> {
         if self.stopping {
             return;
         }
+        // A process-group TERM during the master's drain delay: serving on is
+        // what the master asked for; it sends its own TERM when the delay ends.
+        if wait_for_master && self.board.as_ref().is_some_and(|(b, _)| b.draining()) {
+            debug!("{why} during the drain delay: the master stops this worker when it ends");
+            return;
+        }
         self.stopping = true;
         if let Some(slot) = self.slot() {
             slot.set_accepting(false);
