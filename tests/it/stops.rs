@@ -406,3 +406,29 @@ fn a_second_term_ends_the_drain_delay() {
         server.log()
     );
 }
+
+/// Heroku and systemd's default signal the whole process group: the workers'
+/// own TERM does not cut the master's drain delay short.
+#[test]
+fn a_drain_delay_holds_for_a_process_group_term_too() {
+    let mut server = ServerBuilder::new("basic:app")
+        .workers(2)
+        .args(&["--drain-delay", "2"])
+        .start();
+    server.signal_group(Signal::SIGTERM);
+    server.wait_log(
+        |l| l.contains("drain delay (--drain-delay)"),
+        Duration::from_secs(5),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..4 {
+        let late = crate::util::http::get(server.addr(), "/").expect("served during the delay");
+        assert_eq!(late.status, 200, "{}", server.log());
+    }
+    assert_eq!(server.wait_exit(Duration::from_secs(15)).signal(), Some(15));
+    assert!(
+        !server.log().contains("not sent by the master"),
+        "{}",
+        server.log()
+    );
+}

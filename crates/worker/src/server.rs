@@ -529,6 +529,7 @@ impl<'py> Server<'py> {
     /// peers take the queue.
     fn settle_listeners(&mut self) {
         if Instant::now() < self.stop_undecided_until {
+            self.cancel_stop_for_drain_delay();
             return;
         }
         for l in self.listeners.iter_mut() {
@@ -539,6 +540,21 @@ impl<'py> Server<'py> {
                     let _ = self.poll.registry().deregister(&mut l);
                 }
             }
+        }
+    }
+
+    /// A TERM from outside (a process group's) that the master answered with
+    /// its drain delay: this worker serves on, as the master asked.
+    fn cancel_stop_for_drain_delay(&mut self) {
+        if !self.board.as_ref().is_some_and(|(b, _)| b.draining()) {
+            return;
+        }
+        debug!("the master holds the stop for its drain delay: serving on");
+        self.stopping = false;
+        self.stop_undecided_until = Instant::now();
+        self.shared.stop.store(false, Ordering::SeqCst);
+        if let Some(slot) = self.slot() {
+            slot.set_accepting(true);
         }
     }
 
