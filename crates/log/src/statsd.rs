@@ -184,6 +184,39 @@ struct Client {
     prefix: String,
     /// `|#TAGS`, or empty.
     tags: String,
+    request: RequestLines,
+}
+
+/// A request's three lines, in gunicorn's order (duration, requests, status),
+/// with everything but the two numbers written once, at start: per request, two
+/// numbers are printed between three copies.
+struct RequestLines {
+    /// `PREFIXgunicorn.request.duration:`
+    head: String,
+    /// `|ms|#TAGS\nPREFIXgunicorn.requests:1|c|@1.0|#TAGS\nPREFIXgunicorn.request.status.`
+    middle: String,
+    /// `:1|c|@1.0|#TAGS`
+    tail: String,
+}
+
+impl RequestLines {
+    fn new(prefix: &str, tags: &str) -> RequestLines {
+        RequestLines {
+            head: format!("{prefix}gunicorn.request.duration:"),
+            middle: format!(
+                "|ms{tags}\n{prefix}gunicorn.requests:1|c|@1.0{tags}\n{prefix}gunicorn.request.status."
+            ),
+            tail: format!(":1|c|@1.0{tags}"),
+        }
+    }
+
+    fn write(&self, buf: &mut Vec<u8>, status: u16, elapsed: Duration) {
+        buf.extend_from_slice(self.head.as_bytes());
+        push_millis(buf, elapsed);
+        buf.extend_from_slice(self.middle.as_bytes());
+        push_decimal(buf, u64::from(status));
+        buf.extend_from_slice(self.tail.as_bytes());
+    }
 }
 
 /// Off unless `configure` succeeded: the one check a request pays when off.
@@ -205,14 +238,17 @@ thread_local! {
 pub fn configure(settings: Option<&Settings>) -> io::Result<()> {
     let client = settings
         .map(|s| {
+            let prefix = normalized_prefix(&s.prefix);
+            let tags = if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("|#{}", s.tags)
+            };
             Ok::<_, io::Error>(Client {
                 socket: Socket::open(&s.target)?,
-                prefix: normalized_prefix(&s.prefix),
-                tags: if s.tags.is_empty() {
-                    String::new()
-                } else {
-                    format!("|#{}", s.tags)
-                },
+                request: RequestLines::new(&prefix, &tags),
+                prefix,
+                tags,
             })
         })
         .transpose();
@@ -229,7 +265,7 @@ pub fn configure(settings: Option<&Settings>) -> io::Result<()> {
 
 /// One response: its duration, and the two counters (gunicorn's `access`).
 pub fn request(status: u16, elapsed: Duration) {
-    send_with(|buf, c| request_lines(buf, &c.prefix, &c.tags, status, elapsed));
+    send_with(|buf, c| c.request.write(buf, status, elapsed));
 }
 
 /// The master's worker count, sent when it differs from the last one sent.
@@ -294,47 +330,35 @@ fn line(
     let _ = write!(buf, "{prefix}{name}:{value}|{kind}{tags}");
 }
 
-/// A request's three lines, in gunicorn's order: duration, requests, status.
-fn request_lines(buf: &mut Vec<u8>, prefix: &str, tags: &str, status: u16, elapsed: Duration) {
-    line(
-        buf,
-        prefix,
-        "gunicorn.request.duration",
-        Millis(elapsed),
-        "ms",
-        tags,
-    );
-    buf.push(b'\n');
-    line(buf, prefix, "gunicorn.requests", 1, "c|@1.0", tags);
-    buf.push(b'\n');
-    line(
-        buf,
-        prefix,
-        format_args!("gunicorn.request.status.{status}"),
-        1,
-        "c|@1.0",
-        tags,
-    );
-}
-
 /// Milliseconds to the microsecond, as Python prints gunicorn's float
 /// (`seconds * 1000 + microseconds / 1000`): `12.0`, `1.07`, `0.523`.
-struct Millis(Duration);
+fn push_millis(buf: &mut Vec<u8>, elapsed: Duration) {
+    let micros = elapsed
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(elapsed.subsec_micros()));
+    push_decimal(buf, micros / 1000);
+    buf.push(b'.');
+    let frac = micros % 1000;
+    let digits = [frac / 100, frac / 10 % 10, frac % 10];
+    // Python's shortest form: no trailing zeros, but one digit at least.
+    let keep = digits.iter().rposition(|d| *d != 0).map_or(1, |i| i + 1);
+    buf.extend(digits[..keep].iter().map(|d| b'0' + *d as u8));
+}
 
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        let (whole, mut frac) = (micros / 1000, micros % 1000);
-        if frac == 0 {
-            return write!(f, "{whole}.0");
+/// `n` in decimal, without the formatting machinery (this is per request).
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        let mut digits = 3;
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
-        }
-        write!(f, "{whole}.{frac:0digits$}")
     }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -394,10 +418,8 @@ mod tests {
     #[test]
     fn a_request_is_three_lines_in_gunicorns_order_and_format() {
         let mut buf = Vec::new();
-        request_lines(
+        RequestLines::new("app.", "|#env:prod,a:b").write(
             &mut buf,
-            "app.",
-            "|#env:prod,a:b",
             404,
             Duration::from_micros(1070),
         );
@@ -419,8 +441,12 @@ mod tests {
             (1500, "1.5"),
             (12_000, "12.0"),
             (3_600_000_123, "3600000.123"),
+            (1_000_010, "1000.01"),
+            (1_000_100, "1000.1"),
         ] {
-            assert_eq!(Millis(Duration::from_micros(micros)).to_string(), want);
+            let mut buf = Vec::new();
+            push_millis(&mut buf, Duration::from_micros(micros));
+            assert_eq!(String::from_utf8(buf).unwrap(), want, "{micros}");
         }
     }
 
