@@ -109,6 +109,7 @@ pub fn run(host: &Host) -> Exit {
     for (k, v) in &config.raw_env {
         std::env::set_var(k, v);
     }
+    start_statsd(&config);
     serve(&config, signals, notify, host)
 }
 
@@ -123,6 +124,20 @@ fn start_failed(
     error!("{message}");
     notify.failed(&format!("Failed to start: {message}"), errno);
     Exit::Code(code)
+}
+
+/// `--statsd-host`: start sending (in the master, before any worker is forked:
+/// they inherit the socket), or on a reload change or stop it for the workers
+/// forked from then on. A host that does not resolve is said once; serving goes on.
+fn start_statsd(config: &Config) {
+    if let Err(e) = ferricorn_log::statsd::configure(config.statsd.as_ref()) {
+        if let Some(s) = &config.statsd {
+            log::warn!(
+                "statsd: cannot send to {}: {e}; no statsd metrics are sent",
+                s.target
+            );
+        }
+    }
 }
 
 /// Who must be able to reopen the log files: the workers' user, when they switch.
@@ -612,7 +627,8 @@ fn serve(
             .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())
             .and_then(|cli| {
                 Config::resolve(cli, &process_env(&host.interpreter)).map_err(|e| e.to_string())
-            });
+            })
+            .inspect(start_statsd);
         std::env::set_current_dir(here).map_err(|e| e.to_string())?;
         result
     };

@@ -27,6 +27,7 @@ mod scoreboard;
 mod serving;
 mod signals;
 mod slow_clients;
+mod statsd;
 mod stops;
 mod streaming;
 mod supervision;

@@ -115,6 +115,18 @@ pub struct Cli {
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<String>,
 
+    /// Send gunicorn's statsd metrics (requests, status codes, durations, workers, log lines) to HOST:PORT over UDP, or to unix://PATH (a unix datagram socket). Off unless given.
+    #[arg(long = "statsd-host", value_name = "STATSD_ADDR")]
+    pub statsd_host: Option<String>,
+
+    /// Prefix of every statsd metric name; a trailing `.` is added if missing, as gunicorn does.
+    #[arg(long = "statsd-prefix", value_name = "PREFIX")]
+    pub statsd_prefix: Option<String>,
+
+    /// Datadog (dogstatsd) tags appended to every statsd metric, comma-separated: `env:prod,service:web`.
+    #[arg(long = "dogstatsd-tags", value_name = "TAGS")]
+    pub dogstatsd_tags: Option<String>,
+
     /// Access log line format, with gunicorn's atoms (h l u t r m U q H s B b f a T M D L p, %({header}i)s, %({header}o)s, %({var}e)s).
     #[arg(long = "access-logformat", value_name = "FORMAT")]
     pub access_logformat: Option<String>,
@@ -257,6 +269,9 @@ impl Cli {
             worker_connections: self.worker_connections,
             accesslog: self.access_logfile.clone(),
             access_log_format: self.access_logformat.clone(),
+            statsd_host: self.statsd_host.clone(),
+            statsd_prefix: self.statsd_prefix.clone(),
+            dogstatsd_tags: self.dogstatsd_tags.clone(),
             errorlog: self.error_logfile.clone(),
             raw_env: (!self.env.is_empty()).then(|| self.env.clone()),
             forwarded_allow_ips: self.forwarded_allow_ips.clone().map(StrOrList::Str),
@@ -305,12 +320,6 @@ pub struct GunicornCompat {
     pub worker_tmp_dir: Option<String>,
     #[arg(long = "initgroups", hide = true)]
     pub initgroups: bool,
-    #[arg(long = "statsd-host", hide = true, value_name = "HOST")]
-    pub statsd_host: Option<String>,
-    #[arg(long = "statsd-prefix", hide = true, value_name = "PREFIX")]
-    pub statsd_prefix: Option<String>,
-    #[arg(long = "dogstatsd-tags", hide = true, value_name = "TAGS")]
-    pub dogstatsd_tags: Option<String>,
     #[arg(long = "log-syslog", hide = true)]
     pub log_syslog: bool,
     #[arg(long = "log-syslog-to", hide = true, value_name = "ADDR")]
@@ -391,12 +400,6 @@ impl GunicornCompat {
         }
         if self.initgroups {
             ignored("--initgroups", "workers keep only the --group group");
-        }
-        if self.statsd_host.is_some()
-            || self.statsd_prefix.is_some()
-            || self.dogstatsd_tags.is_some()
-        {
-            ignored("--statsd-host", "StatsD metrics are not sent");
         }
         if self.log_syslog
             || self.log_syslog_to.is_some()

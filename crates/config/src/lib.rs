@@ -64,6 +64,8 @@ pub struct Config {
     pub access_log_format: Option<String>,
     /// None or `-` means stderr.
     pub error_log: Option<String>,
+    /// `--statsd-host` (with `--statsd-prefix`, `--dogstatsd-tags`); None = off.
+    pub statsd: Option<ferricorn_log::statsd::Settings>,
     /// Request head limits, with gunicorn's clamping applied.
     pub limit_request_line: usize,
     pub limit_request_fields: usize,
@@ -320,6 +322,7 @@ impl Config {
         } else {
             None
         };
+        let statsd = statsd_settings(s, &origin)?;
         let forwarded_allow_ips: ferricorn_http::AllowList =
             allow_text.parse().map_err(|e: String| {
                 ConfigError::new("forwarded_allow_ips", &allow_text, allow_origin, e)
@@ -397,6 +400,7 @@ impl Config {
             access_log: s.accesslog.clone().filter(|a| !a.is_empty()),
             access_log_format: s.access_log_format.clone(),
             error_log: s.errorlog.clone().filter(|e| !e.is_empty() && e != "-"),
+            statsd,
             worker_connections: usize::try_from(s.worker_connections.unwrap_or(1000))
                 .unwrap_or(usize::MAX)
                 .max(1),
@@ -415,6 +419,31 @@ impl Config {
             },
         })
     }
+}
+
+/// `statsd_host` (empty: off), with the prefix and tags checked: they are sent as
+/// given inside every line, so nothing that would break a line gets through.
+fn statsd_settings(
+    s: &Settings,
+    origin: &dyn Fn(&str) -> Source,
+) -> Result<Option<ferricorn_log::statsd::Settings>, ConfigError> {
+    use ferricorn_log::statsd;
+    let Some(host) = s.statsd_host.as_deref().filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    let target = statsd::Target::parse(host)
+        .map_err(|e| ConfigError::new("statsd_host", host, origin("statsd_host"), e))?;
+    let text = |key: &str, value: &Option<String>, forbidden: &[char]| {
+        let value = value.clone().unwrap_or_default();
+        statsd::check_text(&value, forbidden)
+            .map(|()| value.clone())
+            .map_err(|e| ConfigError::new(key, &value, origin(key), e))
+    };
+    Ok(Some(statsd::Settings {
+        target,
+        prefix: text("statsd_prefix", &s.statsd_prefix, &[':', '|'])?,
+        tags: text("dogstatsd_tags", &s.dogstatsd_tags, &['|'])?,
+    }))
 }
 
 /// `(setting, value, source)` for every setting: what the sources gave, or the
@@ -731,6 +760,86 @@ mod tests {
                 "{args:?} {env:?}:\n got  {err:?}\n want {want:?}"
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn statsd_from_each_source() {
+        use ferricorn_log::statsd::{Settings as Statsd, Target};
+        assert!(resolve(&["app"], &[]).unwrap().statsd.is_none());
+        let udp = |port| Target::Udp {
+            host: "localhost".into(),
+            port,
+        };
+        let file = toml_file(
+            "statsd",
+            "statsd_host = \"localhost:9125\"\nstatsd_prefix = \"web\"\ndogstatsd_tags = \"env:prod\"\n",
+        );
+        for (args, env, want) in [
+            (
+                vec![
+                    "--statsd-host",
+                    "localhost:1",
+                    "--statsd-prefix",
+                    "p",
+                    "--dogstatsd-tags",
+                    "a:b",
+                    "app",
+                ],
+                vec![],
+                Statsd {
+                    target: udp(1),
+                    prefix: "p".into(),
+                    tags: "a:b".into(),
+                },
+            ),
+            (
+                vec!["app"],
+                vec![
+                    ("FERRICORN_STATSD_HOST", "unix:///run/statsd.sock"),
+                    ("FERRICORN_STATSD_PREFIX", "x."),
+                ],
+                Statsd {
+                    target: Target::Unix("/run/statsd.sock".into()),
+                    prefix: "x.".into(),
+                    tags: String::new(),
+                },
+            ),
+            (
+                vec!["-c", &file, "app"],
+                vec![],
+                Statsd {
+                    target: udp(9125),
+                    prefix: "web".into(),
+                    tags: "env:prod".into(),
+                },
+            ),
+            (
+                vec!["-c", &file, "--statsd-host", "localhost", "app"],
+                vec![],
+                Statsd {
+                    target: udp(8125),
+                    prefix: "web".into(),
+                    tags: "env:prod".into(),
+                },
+            ),
+        ] {
+            assert_eq!(
+                resolve(&args, &env).unwrap().statsd,
+                Some(want),
+                "{args:?} {env:?}"
+            );
+        }
+        // Empty is off (FERRICORN_STATSD_HOST= in a unit file).
+        let c = resolve(&["app"], &[("FERRICORN_STATSD_HOST", "")]).unwrap();
+        assert!(c.statsd.is_none());
+        for (args, want) in [
+            (vec!["--statsd-host", "host:port", "app"], "invalid value `host:port` for `statsd_host` (from --statsd-host): `port` is not a port number"),
+            (vec!["--statsd-host", "h:1", "--statsd-prefix", "a|b", "app"], "invalid value `a|b` for `statsd_prefix` (from --statsd-prefix): '|' cannot be sent"),
+            (vec!["--statsd-host", "h:1", "--dogstatsd-tags", "a\nb", "app"], "invalid value `a\nb` for `dogstatsd_tags` (from --dogstatsd-tags): '\\n' cannot be sent"),
+        ] {
+            let err = resolve(&args, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{args:?}:\n got  {err:?}\n want {want:?}");
         }
     }
 

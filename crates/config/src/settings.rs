@@ -103,6 +103,12 @@ pub struct Settings {
     pub access_log_format: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errorlog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statsd_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statsd_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dogstatsd_tags: Option<String>,
     /// `KEY=VALUE` entries, as gunicorn's `raw_env` (the `-e` flag adds to them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_env: Option<Vec<String>>,
@@ -182,6 +188,9 @@ pub const NAMES: &[&str] = &[
     "accesslog",
     "access_log_format",
     "errorlog",
+    "statsd_host",
+    "statsd_prefix",
+    "dogstatsd_tags",
     "raw_env",
     "limit_request_line",
     "limit_request_fields",
@@ -260,6 +269,8 @@ pub fn default_text(name: &str) -> &'static str {
             r#""%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"""#
         }
         "errorlog" => "\"-\"",
+        "statsd_host" => "none",
+        "statsd_prefix" | "dogstatsd_tags" => "\"\"",
         "raw_env" => "[]",
         "forwarded_allow_ips" => "\"127.0.0.1,::1\"",
         "reload" | "capture_output" | "preload_app" => "false",

@@ -4,8 +4,15 @@
 //! Fork-safe by construction: no background thread, no buffer and no lock of its
 //! own; each record is formatted into a local string and written with one
 //! `write(2)`, so a child never inherits a half-written line or a held mutex.
+//!
+//! With `--statsd-host`, each warning and error line is also counted, as
+//! gunicorn's statsd logger counts them (`gunicorn.log.warning`, …; see
+//! [`statsd`]), whether or not `--log-level` shows it.
+
+pub mod statsd;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -13,11 +20,28 @@ struct StderrLogger;
 
 static LOGGER: StderrLogger = StderrLogger;
 
+/// The most verbose level shown (a `LevelFilter` as its number).
+static SHOWN: AtomicUsize = AtomicUsize::new(LevelFilter::Info as usize);
+
+/// The log target of an error line that gunicorn logs with `log.critical`
+/// (`WORKER TIMEOUT`): counted as `gunicorn.log.critical`, shown as `[ERROR]`.
+pub const CRITICAL: &str = "ferricorn::critical";
+/// The log target of an error line that gunicorn logs with `log.exception` (an
+/// app's traceback): counted as `gunicorn.log.exception`, shown as `[ERROR]`.
+pub const EXCEPTION: &str = "ferricorn::exception";
+
 /// Install the logger; `level` is the most verbose level shown.
 pub fn init(level: LevelFilter) {
     // A second init (tests, or a re-exec'd process) keeps the first logger.
     let _ = log::set_logger(&LOGGER);
-    log::set_max_level(level);
+    set_level(level);
+}
+
+/// Show lines from `level` up (at start, and on a reload). Warnings and errors
+/// always reach the logger, which counts them for statsd before filtering.
+pub fn set_level(level: LevelFilter) {
+    SHOWN.store(level as usize, Ordering::Relaxed);
+    log::set_max_level(level.max(LevelFilter::Warn));
 }
 
 /// `--error-logfile PATH`: make this process's stderr (fd 2) append to `path`, so
@@ -81,10 +105,17 @@ pub fn format_line(level: Level, pid: u32, message: &std::fmt::Arguments<'_>) ->
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        metadata.level() as usize <= SHOWN.load(Ordering::Relaxed)
     }
 
     fn log(&self, record: &Record<'_>) {
+        match (record.level(), record.target()) {
+            (Level::Warn, _) => statsd::log_line("warning"),
+            (Level::Error, CRITICAL) => statsd::log_line("critical"),
+            (Level::Error, EXCEPTION) => statsd::log_line("exception"),
+            (Level::Error, _) => statsd::log_line("error"),
+            _ => {}
+        }
         if !self.enabled(record.metadata()) {
             return;
         }

@@ -323,6 +323,7 @@ impl Master {
                 self.retire_old_generation();
                 self.advance_recycle(spawn);
                 self.maintain_worker_count(spawn);
+                ferricorn_log::statsd::workers(self.current_workers());
             }
         }
     }
@@ -477,7 +478,7 @@ impl Master {
                 ),
             }
         }
-        log::set_max_level(new.log_level);
+        ferricorn_log::set_level(new.log_level);
         self.set_target(new.workers);
         self.config = new;
     }
@@ -778,7 +779,7 @@ impl Master {
             };
             if let Some(why) = why {
                 // gunicorn prints "WORKER TIMEOUT"; log parsers look for it.
-                error!("WORKER TIMEOUT: worker {} (pid: {}): {why}; dumping its traceback and killing it", w.id, w.pid);
+                error!(target: ferricorn_log::CRITICAL, "WORKER TIMEOUT: worker {} (pid: {}): {why}; dumping its traceback and killing it", w.id, w.pid);
                 w.aborted = Some((now, format!("timeout: {why}")));
                 let _ = kill(w.pid, Signal::SIGABRT);
             }

@@ -204,6 +204,8 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         exit: exit_requested,
     } = settled;
     let keep_alive = responder.keep_alive && !client_gone;
+    let elapsed = started.elapsed();
+    ferricorn_log::statsd::request(responder.status, elapsed);
     if access.enabled() {
         access.record(&Entry {
             peer: req.peer,
@@ -214,7 +216,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
             status: responder.status,
             response_headers: responder.log_headers.as_deref().unwrap_or(&[]),
             body_bytes: responder.body_bytes,
-            elapsed: started.elapsed(),
+            elapsed,
         });
     }
     drop(responder);
@@ -288,6 +290,7 @@ pub fn settle_error(
     match e {
         CallError::App { traceback, .. } => {
             error!(
+                target: ferricorn_log::EXCEPTION,
                 "Error handling request {} {}\n{traceback}",
                 String::from_utf8_lossy(method),
                 String::from_utf8_lossy(target)

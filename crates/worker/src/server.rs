@@ -995,6 +995,8 @@ impl<'py> Server<'py> {
             }
         }
         warn_problem(&mut responder, &request.method, &request.target);
+        let elapsed = started.elapsed();
+        ferricorn_log::statsd::request(responder.status, elapsed);
         if self.access.enabled() {
             let headers: Vec<(&[u8], &[u8])> = request
                 .headers
@@ -1010,7 +1012,7 @@ impl<'py> Server<'py> {
                 status: responder.status,
                 response_headers: responder.log_headers.as_deref().unwrap_or(&[]),
                 body_bytes: responder.body_bytes,
-                elapsed: started.elapsed(),
+                elapsed,
             });
         }
         let keep_alive = responder.keep_alive && !settled.client_gone;
