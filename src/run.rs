@@ -115,6 +115,15 @@ pub fn run(host: &Host) -> Exit {
 
 /// A start that ends before serving: logged, and told to systemd as the last status
 /// (with the errno, when there is one), then the exit.
+/// `--certfile`/`--keyfile`, loaded (one line naming the file on failure).
+fn load_tls(config: &Config) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    config
+        .certfile
+        .as_deref()
+        .map(|c| ferricorn_worker::tls::load(c, config.keyfile.as_deref()))
+        .transpose()
+}
+
 fn start_failed(
     notify: &mut ferricorn_master::Notifier,
     code: u8,
@@ -301,6 +310,10 @@ fn check_app(config: &Config, interpreter: &Interpreter) -> u8 {
         error!("{e}");
         return exit_code::CONFIG_ERROR;
     }
+    if let Err(e) = load_tls(config) {
+        error!("{e}");
+        return exit_code::CONFIG_ERROR;
+    }
     ferricorn_wsgi::Python::attach(|py| {
         if let Err(e) = ferricorn_wsgi::set_sys_path(py, &options) {
             error!("Worker failed to boot: cannot set up sys.path: {e}");
@@ -436,6 +449,11 @@ fn serve(
     if let Err(e) = check_environment(config, &host.interpreter, &options) {
         return start_failed(&mut notify, exit_code::CONFIG_ERROR, &e.to_string(), None);
     }
+    // The certificate and key, read before anything is bound; workers inherit them.
+    let tls = match load_tls(config) {
+        Ok(tls) => tls,
+        Err(e) => return start_failed(&mut notify, exit_code::CONFIG_ERROR, &e, None),
+    };
     // --preload: import the app here, before binding and forking; a failure stops
     // the server with gunicorn's codes before any worker exists.
     let preloaded = if config.preload {
@@ -526,7 +544,13 @@ fn serve(
     info!("Starting ferricorn {}", env!("CARGO_PKG_VERSION"));
     for l in &listeners {
         // tests/it/util waits for this line to learn the port.
-        info!("Listening at: {} ({master_pid})", l.addr);
+        // As gunicorn: https:// for the TCP binds TLS is served on.
+        match (&l.addr, &tls) {
+            (ferricorn_signals::ListenAddr::Tcp(a), Some(_)) => {
+                info!("Listening at: https://{a} ({master_pid})")
+            }
+            (addr, _) => info!("Listening at: {addr} ({master_pid})"),
+        }
     }
     info!(
         "Using worker: {}",
@@ -576,6 +600,7 @@ fn serve(
                 proxy: config.proxy_protocol.clone(),
                 body_buffer: config.body_buffer_size,
                 read_at_accept,
+                tls: tls.clone(),
             },
             max_requests: config.max_requests,
             max_requests_jitter: config.max_requests_jitter,

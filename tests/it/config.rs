@@ -183,7 +183,7 @@ fn gunicorn_flags_that_would_change_behaviour_are_refused_with_one_line() {
     for (args, want) in [
         (vec!["-k", "gevent"], "invalid value `gevent` for `worker-class` (from --worker-class): ferricorn has sync and gthread workers"),
         (vec!["--daemon"], "for `daemon` (from --daemon): ferricorn stays in the foreground"),
-        (vec!["--certfile", "cert.pem"], "for `certfile` (from --certfile): ferricorn does not terminate TLS"),
+        (vec!["--ca-certs", "ca.pem"], "for `ca-certs` (from --ca-certs): client certificates are not supported yet"),
     ] {
         let mut server = ServerBuilder::new("basic:app").args(&args).spawn();
         assert_eq!(server.wait_exit(T).code(), Some(1), "{args:?}: {}", server.log());

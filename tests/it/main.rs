@@ -32,6 +32,7 @@ mod stops;
 mod streaming;
 mod supervision;
 mod threads;
+mod tls;
 mod unix;
 mod upgrade;
 mod wsgi;

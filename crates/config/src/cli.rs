@@ -95,6 +95,14 @@ pub struct Cli {
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pid: Option<PathBuf>,
 
+    /// Serve TLS on every TCP bind with this PEM certificate chain (the key may be in it too).
+    #[arg(long = "certfile", value_name = "FILE")]
+    pub certfile: Option<PathBuf>,
+
+    /// The PEM private key (RSA, ECDSA or Ed25519) for --certfile (default: the key in the certfile).
+    #[arg(long = "keyfile", value_name = "FILE")]
+    pub keyfile: Option<PathBuf>,
+
     /// Run workers as this user (name or uid); the master keeps its own.
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
@@ -262,6 +270,8 @@ impl Cli {
             chdir: self.chdir.clone(),
             pythonpath: self.pythonpath.clone(),
             pidfile: self.pid.clone(),
+            certfile: self.certfile.clone(),
+            keyfile: self.keyfile.clone(),
             user: self.user.clone().map(StrOrInt::Str),
             group: self.group.clone().map(StrOrInt::Str),
             umask: self.umask.clone().map(StrOrInt::Str),
@@ -308,10 +318,6 @@ pub struct GunicornCompat {
     pub daemon: bool,
     #[arg(long = "paste", alias = "paster", hide = true, value_name = "FILE")]
     pub paste: Option<String>,
-    #[arg(long = "certfile", hide = true, value_name = "FILE")]
-    pub certfile: Option<String>,
-    #[arg(long = "keyfile", hide = true, value_name = "FILE")]
-    pub keyfile: Option<String>,
     #[arg(long = "ca-certs", hide = true, value_name = "FILE")]
     pub ca_certs: Option<String>,
     #[arg(long = "reload-engine", hide = true, value_name = "ENGINE")]
@@ -371,14 +377,8 @@ impl GunicornCompat {
                 "PasteDeploy apps are not supported; name the WSGI callable (MODULE:CALLABLE)",
             );
         }
-        for (flag, v) in [
-            ("--certfile", &self.certfile),
-            ("--keyfile", &self.keyfile),
-            ("--ca-certs", &self.ca_certs),
-        ] {
-            if let Some(v) = v {
-                return refuse(flag, v, "ferricorn does not terminate TLS; put a TLS proxy (nginx, a load balancer) in front");
-            }
+        if let Some(v) = &self.ca_certs {
+            return refuse("--ca-certs", v, "client certificates are not supported yet; put a TLS proxy (nginx, a load balancer) in front to require them");
         }
         if let Some(k) = &self.worker_class {
             if k != "sync" && k != "gthread" {

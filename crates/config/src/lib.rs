@@ -47,6 +47,10 @@ pub struct Config {
     pub chdir: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub pidfile: Option<PathBuf>,
+    /// TLS on every TCP bind: the PEM certificate chain and its key (`None`:
+    /// the key is in the certificate file).
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
     /// Workers switch to these ids after fork. With `user` and no `group`, `group`
     /// is the user's primary group.
     pub user: Option<u32>,
@@ -184,6 +188,14 @@ impl Config {
         }
         let s = &merged.settings;
         let origin = |key: &str| merged.origin(key);
+        if let (Some(key), None) = (&s.keyfile, &s.certfile) {
+            return Err(ConfigError::new(
+                "keyfile",
+                key.display(),
+                origin("keyfile"),
+                "a keyfile needs a certfile (--certfile) to go with it",
+            ));
+        }
 
         let binds = if let Some(list) = &s.bind {
             list.iter()
@@ -331,6 +343,8 @@ impl Config {
         Ok(Config {
             app,
             pidfile: s.pidfile.clone(),
+            certfile: s.certfile.clone(),
+            keyfile: s.keyfile.clone(),
             user,
             group,
             groups,

@@ -333,6 +333,8 @@ pub fn flag_for(key: &str) -> &'static str {
         "chdir" => "--chdir",
         "pythonpath" => "--pythonpath",
         "pidfile" => "--pid",
+        "certfile" => "--certfile",
+        "keyfile" => "--keyfile",
         "user" => "--user",
         "group" => "--group",
         "umask" => "--umask",

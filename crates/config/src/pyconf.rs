@@ -145,8 +145,8 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
         "paste" if truthy => {
             Refuse("PasteDeploy apps are not supported; name the WSGI callable (MODULE:CALLABLE)")
         }
-        "keyfile" | "certfile" | "ca_certs" if truthy => {
-            Refuse("ferricorn does not terminate TLS; put a TLS proxy in front")
+        "ca_certs" if truthy => {
+            Refuse("client certificates are not supported yet; put a TLS proxy in front to require them")
         }
         "worker_class" if !matches!(value, Value::String(_, s) if s == "sync" || s == "gthread") => {
             Refuse("ferricorn has sync and gthread workers; use worker_class = \"sync\" or \"gthread\" (with threads = N)")
@@ -155,7 +155,7 @@ fn unsupported(name: &str, value: &Value) -> Option<Unsupported> {
             "the scheme headers are gunicorn's defaults (X-Forwarded-Proto: https, X-Forwarded-Ssl: on, X-Forwarded-Protocol: ssl)",
         ),
         "forwarder_headers" => Ignore("not supported yet"),
-        "worker_class" | "daemon" | "paste" | "keyfile" | "certfile" | "ca_certs" => return None,
+        "worker_class" | "daemon" | "paste" | "ca_certs" => return None,
         "check_config" | "print_config" => {
             Ignore("use the --check-config and --print-config flags")
         }

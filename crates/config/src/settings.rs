@@ -88,6 +88,10 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub certfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyfile: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<StrOrInt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<StrOrInt>,
@@ -180,6 +184,8 @@ pub const NAMES: &[&str] = &[
     "chdir",
     "pythonpath",
     "pidfile",
+    "certfile",
+    "keyfile",
     "user",
     "group",
     "umask",
@@ -264,7 +270,8 @@ pub fn default_text(name: &str) -> &'static str {
         "keepalive" => "100",
         "term_exit" | "int_exit" | "quit_exit" => "\"signal\"",
         "chdir" => "the start directory",
-        "pythonpath" | "pidfile" | "user" | "group" | "umask" | "accesslog" => "none",
+        "pythonpath" | "pidfile" | "certfile" | "keyfile" | "user" | "group" | "umask"
+        | "accesslog" => "none",
         "access_log_format" => {
             r#""%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"""#
         }

@@ -90,7 +90,9 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     };
     let method = &bytes[head.method.clone()];
     let target = &bytes[head.target.clone()];
-    let url_scheme = if conn.connected_from.allowed_by(trusted) {
+    let url_scheme = if conn.sock.is_tls() {
+        "https"
+    } else if conn.connected_from.allowed_by(trusted) {
         match forwarded_scheme(&headers) {
             Ok(s) => s.unwrap_or("http"),
             Err(e) => {

@@ -19,6 +19,7 @@ mod sendfile;
 mod server;
 mod stream;
 mod stream_body;
+pub mod tls;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;

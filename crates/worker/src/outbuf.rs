@@ -15,6 +15,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pyo3::types::PyBytes;
 use pyo3::{Py, Python};
 
+use crate::stream::Stream;
+
 /// A large piece of output sent without being copied into the buffer.
 #[derive(Debug)]
 pub enum Tail {
@@ -117,13 +119,13 @@ impl OutBuf {
     }
 
     /// Write as much as the socket takes now. `Ok(true)` when everything is out.
-    pub fn flush<S: Write + AsFd>(&mut self, py: Python<'_>, dst: &mut S) -> io::Result<bool> {
+    pub fn flush(&mut self, py: Python<'_>, dst: &mut Stream) -> io::Result<bool> {
         loop {
             while self.pos < self.buf.len() {
                 let rest = &self.buf[self.pos..];
                 // A head before a tail: let the kernel fill its packet with the body.
                 let written = if self.tail.is_some() {
-                    send_more(dst, rest)
+                    dst.write_more(rest)
                 } else {
                     dst.write(rest)
                 };
@@ -146,6 +148,11 @@ impl OutBuf {
             self.tail = None;
             std::mem::swap(&mut self.buf, &mut self.after);
         }
+        // A TLS stream may still hold encrypted output.
+        match dst.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            r => r?,
+        }
         // A big response should not pin its memory to an idle connection.
         if self.buf.capacity() > 1 << 20 {
             self.buf = Vec::new();
@@ -158,11 +165,7 @@ impl OutBuf {
 
     /// Write `data` (not through the buffer, which must be empty), waiting for
     /// the socket as [`flush_blocking`](Self::flush_blocking) does.
-    pub fn write_through<S: Write + AsFd>(
-        dst: &mut S,
-        mut data: &[u8],
-        stall: Duration,
-    ) -> io::Result<()> {
+    pub fn write_through(dst: &mut Stream, mut data: &[u8], stall: Duration) -> io::Result<()> {
         while !data.is_empty() {
             match dst.write(data) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -172,17 +175,23 @@ impl OutBuf {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        loop {
+            match dst.flush() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(dst, stall)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
     }
 
     /// Write everything, a tail included, waiting for the socket when it is
     /// full; used while the app is producing a body, when the worker is busy
     /// with this request anyway. Fails with `TimedOut` when the client takes
     /// nothing for `stall`.
-    pub fn flush_blocking<S: Write + AsFd>(
+    pub fn flush_blocking(
         &mut self,
         py: Python<'_>,
-        dst: &mut S,
+        dst: &mut Stream,
         stall: Duration,
     ) -> io::Result<()> {
         while !self.flush(py, dst)? {
@@ -190,11 +199,6 @@ impl OutBuf {
         }
         Ok(())
     }
-}
-
-/// send(2) with MSG_MORE: more of this response follows at once.
-fn send_more<S: AsFd>(dst: &S, data: &[u8]) -> io::Result<usize> {
-    socket2::SockRef::from(dst).send_with_flags(data, libc::MSG_MORE)
 }
 
 /// Wait until `dst` takes more; `TimedOut` when it takes nothing for `stall`.

@@ -395,6 +395,11 @@ impl Responder<'_> {
     /// sendfile(2), never through user space, sent by the event loop as the
     /// client takes them.
     fn send_file(&mut self, fd: std::os::fd::RawFd, offset: u64, count: u64) -> io::Result<bool> {
+        // sendfile(2) would put the file's plaintext on a TLS connection: the
+        // app's file is iterated and encrypted instead.
+        if self.sock.is_tls() {
+            return Ok(false);
+        }
         let State::Buffering { app_len, .. } = &self.state else {
             return Ok(false);
         };

@@ -164,6 +164,8 @@ pub struct Settings {
     /// The listeners defer accepts until data arrives (TCP_DEFER_ACCEPT), so a
     /// connection is read as soon as it is accepted, not on the next turn.
     pub read_at_accept: bool,
+    /// `--certfile`: TCP connections are TLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct Server<'py> {
@@ -611,9 +613,16 @@ impl<'py> Server<'py> {
             ) else {
                 return;
             };
-            match listener.accept(addr) {
+            match listener.accept(addr, self.settings.tls.as_ref()) {
                 Ok((sock, peer, local)) => {
-                    let deadline = Instant::now() + self.settings.keepalive;
+                    // A TLS handshake is the start of the first head: the header
+                    // timeout bounds a client that stalls it, if it is the shorter.
+                    let wait = if sock.is_tls() {
+                        self.settings.keepalive.min(self.settings.header_timeout)
+                    } else {
+                        self.settings.keepalive
+                    };
+                    let deadline = Instant::now() + wait;
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let mut conn = Conn::new(sock, peer, local, deadline);
@@ -781,7 +790,9 @@ impl<'py> Server<'py> {
                         self.close(key);
                         return;
                     }
-                    if conn.is_idle() {
+                    // A TLS handshake under way keeps the deadline it had from
+                    // the accept (the header timeout): a stalled one is not idle.
+                    if conn.is_idle() && !conn.sock.is_handshaking() {
                         conn.deadline = self.now + self.settings.keepalive;
                         if self.stopping {
                             if conn.served > 0 {
@@ -1164,6 +1175,11 @@ fn body_end(conn: &mut Conn) -> Result<Option<usize>, HttpError> {
 /// is larger than the worker buffers.
 fn should_stream(conn: &Conn, body_buffer: usize) -> bool {
     let received = conn.inbuf.len() - conn.head.len;
+    // wsgi.input reads the raw socket, which on a TLS connection carries
+    // ciphertext: such a body is received whole by the loop first.
+    if conn.sock.is_tls() {
+        return false;
+    }
     match conn.head.framing {
         Framing::None => false,
         _ if conn.head.expect_continue && received == 0 => true,

@@ -1,5 +1,8 @@
 //! A listening socket and a client connection of either kind, TCP or unix, for
-//! the event loop: one type each, so that everything above them is the same.
+//! the event loop: one type each, so that everything above them is the same. A
+//! TLS connection (`--certfile`, TCP binds only) is a stream of its own kind:
+//! its reads and writes are plaintext, and it has no raw-socket shortcuts
+//! (sendfile, MSG_MORE).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -9,6 +12,9 @@ use ferricorn_signals::Listening;
 use ferricorn_wsgi::{Local, Peer};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
+use rustls::ServerConfig;
+
+use crate::tls::TlsStream;
 
 pub enum Listener {
     Tcp(mio::net::TcpListener),
@@ -18,6 +24,7 @@ pub enum Listener {
 pub enum Stream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<TlsStream>),
 }
 
 /// A listener's own address, for the connections it accepts: a wildcard TCP
@@ -53,8 +60,13 @@ impl Listener {
         })
     }
 
-    /// A new connection: the stream, who connected, and where it came in.
-    pub fn accept(&self, addr: &ListenerAddr) -> io::Result<(Stream, Peer, Local)> {
+    /// A new connection: the stream, who connected, and where it came in. With
+    /// `tls`, a TCP connection is a TLS one (its handshake comes with its first reads).
+    pub fn accept(
+        &self,
+        addr: &ListenerAddr,
+        tls: Option<&Arc<ServerConfig>>,
+    ) -> io::Result<(Stream, Peer, Local)> {
         match (self, addr) {
             (Listener::Tcp(l), ListenerAddr::Tcp(listening)) => {
                 let (sock, peer) = l.accept()?;
@@ -65,7 +77,11 @@ impl Listener {
                 } else {
                     *listening
                 };
-                Ok((Stream::Tcp(sock), Peer::Ip(peer), Local::Ip(local)))
+                let stream = match tls {
+                    Some(config) => Stream::Tls(Box::new(TlsStream::new(sock, config)?)),
+                    None => Stream::Tcp(sock),
+                };
+                Ok((stream, Peer::Ip(peer), Local::Ip(local)))
             }
             (Listener::Unix(l), ListenerAddr::Unix(local)) => {
                 let (sock, _) = l.accept()?;
@@ -90,10 +106,37 @@ impl AsFd for Listener {
 }
 
 impl Stream {
-    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+    pub fn shutdown(&mut self, how: std::net::Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+            Stream::Tls(s) => s.shutdown(how),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// A TLS connection whose handshake is not over.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.is_handshaking())
+    }
+
+    /// Write with MSG_MORE (more of this response follows at once), on a plain
+    /// socket; a TLS stream has no such flag to give and writes as usual.
+    pub fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tls(s) => s.write(data),
+            _ => socket2::SockRef::from(&*self).send_with_flags(data, libc::MSG_MORE),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+            Stream::Tls(s) => &mut s.tcp,
         }
     }
 }
@@ -103,6 +146,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -112,6 +156,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
@@ -119,11 +164,16 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
         }
     }
 
+    /// TLS output rustls still holds goes out (`WouldBlock` while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -132,6 +182,7 @@ impl AsFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(s) => s.tcp.as_fd(),
         }
     }
 }
@@ -142,27 +193,27 @@ impl AsRawFd for Stream {
     }
 }
 
-/// Both kinds register with the poll as themselves.
+impl Listener {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Listener::Tcp(l) => l,
+            Listener::Unix(l) => l,
+        }
+    }
+}
+
+/// Each kind registers with the poll as its socket.
 macro_rules! delegate_source {
     ($ty:ident) => {
         impl Source for $ty {
             fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-                match self {
-                    $ty::Tcp(s) => s.register(r, t, i),
-                    $ty::Unix(s) => s.register(r, t, i),
-                }
+                self.source().register(r, t, i)
             }
             fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-                match self {
-                    $ty::Tcp(s) => s.reregister(r, t, i),
-                    $ty::Unix(s) => s.reregister(r, t, i),
-                }
+                self.source().reregister(r, t, i)
             }
             fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-                match self {
-                    $ty::Tcp(s) => s.deregister(r),
-                    $ty::Unix(s) => s.deregister(r),
-                }
+                self.source().deregister(r)
             }
         }
     };

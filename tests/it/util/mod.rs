@@ -442,9 +442,11 @@ impl Server {
         // The first TCP address, if any (a server may listen on unix sockets only);
         // every "Listening at" line comes before the first worker is ready.
         let log = self.log();
-        if let Some(line) = log.lines().find(|l| l.contains("Listening at: http://")) {
+        let tcp =
+            |l: &&str| l.contains("Listening at: http://") || l.contains("Listening at: https://");
+        if let Some(line) = log.lines().find(tcp) {
             let addr = line
-                .split("http://")
+                .split("://")
                 .nth(1)
                 .and_then(|s| s.split_whitespace().next())
                 .expect("address in the listening line");
