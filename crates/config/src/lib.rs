@@ -323,6 +323,20 @@ impl Config {
                 }
             },
         };
+        // The PROXY header comes before the TLS handshake, on the raw socket; the
+        // worker reads it from the decrypted stream only, so the two are refused
+        // together rather than read in the wrong place.
+        if proxy_on && s.certfile.is_some() {
+            return Err(ConfigError::new(
+                "proxy_protocol",
+                s.proxy_protocol
+                    .as_ref()
+                    .map(StrOrList::joined)
+                    .unwrap_or_default(),
+                origin("proxy_protocol"),
+                "not supported together with certfile yet (a PROXY header before the TLS handshake is not read); terminate TLS in the proxy, or turn one off",
+            ));
+        }
         let proxy_protocol = if proxy_on {
             let text = s
                 .proxy_allow_ips
@@ -766,6 +780,7 @@ mod tests {
             (vec!["-c", "/nonexistent/ferricorn.toml", "app"], vec![], "invalid value `/nonexistent/ferricorn.toml` for `config` (from --config): No such file".into()),
             (vec!["-c", "/nonexistent/gunicorn.conf.py", "app"], vec![], "invalid value `/nonexistent/gunicorn.conf.py` for `config` (from --config): No such file".into()),
             (vec!["--on-signal", "KILL=ignore", "app"], vec![], "invalid value `KILL=ignore` for `on_signal` (from --on-signal)".into()),
+            (vec!["--certfile", "/x.pem", "app"], vec![("FERRICORN_PROXY_PROTOCOL", "v1")], "invalid value `v1` for `proxy_protocol` (from environment variable FERRICORN_PROXY_PROTOCOL): not supported together with certfile yet".into()),
         ];
         for (args, env, want) in cases {
             let err = resolve(&args, &env).unwrap_err().to_string();
