@@ -463,6 +463,9 @@ impl Master {
         if new.binds != self.config.binds {
             warn!("bind changed in the configuration; a reload keeps the current sockets (restart to listen elsewhere)");
         }
+        if (&new.certfile, &new.keyfile) != (&self.config.certfile, &self.config.keyfile) {
+            warn!("certfile or keyfile changed in the configuration; a reload keeps serving the certificate loaded at start (restart to use the new one)");
+        }
         if new.reuse_port != self.config.reuse_port {
             warn!("reuse_port changed in the configuration; a reload keeps the current sockets as they were bound (restart to change it)");
         }
