@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
 use crate::listeners::{answer_unserved, apply_options, close_drained, stop_admitting, Listener};
+use crate::metrics::{self, ExitCause, Metrics};
 use crate::notify::Notifier;
 use crate::sys::fork_single_threaded;
 use crate::upgrade::{self, Adopted, AdoptedWorker, StartInfo};
@@ -199,6 +200,8 @@ struct Master {
     last_reload: Option<String>,
     /// Why the server stops on its own (workers that cannot boot), for `STATUS=`.
     failure: Option<String>,
+    /// `--metrics-bind` (see metrics.rs).
+    metrics: Option<Metrics>,
 }
 
 impl Master {
@@ -215,6 +218,10 @@ impl Master {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        let metrics = match &config.metrics_bind {
+            Some(bind) => Some(Metrics::bind(bind, poll.registry())?),
+            None => None,
+        };
         let now = Instant::now();
         let inherited = adopted
             .scoreboard_fd
@@ -265,6 +272,7 @@ impl Master {
             notify: Notifier::default(),
             last_reload: None,
             failure: None,
+            metrics,
         })
     }
 
@@ -285,7 +293,7 @@ impl Master {
                 }
             }
             for event in events.iter() {
-                if event.token() != SIGNAL_TOKEN {
+                if event.token() != SIGNAL_TOKEN && !metrics::owns(event.token()) {
                     self.read_reports(Pid::from_raw(event.token().0 as i32));
                 }
             }
@@ -298,6 +306,7 @@ impl Master {
                 self.on_signal(d, reload);
             }
             self.reap();
+            self.serve_metrics();
             self.enforce_timeouts();
             if let Some(exit) = self.advance_stop() {
                 return exit;
@@ -333,6 +342,9 @@ impl Master {
             at = at.min(since + self.config.boot_deadline);
         }
         if let Some(due) = self.notify.watchdog_due() {
+            at = at.min(due);
+        }
+        if let Some(due) = self.metrics.as_ref().and_then(Metrics::next_deadline) {
             at = at.min(due);
         }
         at
@@ -393,6 +405,9 @@ impl Master {
                 );
                 self.generation += 1;
                 self.next_spawn_at = Instant::now();
+                if let Some(m) = self.metrics.as_mut() {
+                    m.reloaded();
+                }
             }
             Action::AddWorker => {
                 let target = self
@@ -746,6 +761,12 @@ impl Master {
         if let Some(events) = self.events.as_mut() {
             events.worker_exited(pid.as_raw(), slot.id);
         }
+        if let Some(m) = self.metrics.as_mut() {
+            let crashed = !matches!(end, WorkerEnd::Code(0));
+            let stopping = matches!(self.state, State::Stopping(_));
+            let cause = ExitCause::of(&slot, crashed, stopping, self.generation);
+            m.worker_exited(&slot, cause, self.scoreboard.as_ref());
+        }
         if let Some(board) = self.scoreboard.as_ref() {
             board.release(slot.slot);
         }
@@ -918,6 +939,20 @@ impl Master {
                 }
                 Report::Failed { code, message } => slot.failure = Some((code, message)),
             }
+        }
+    }
+
+    /// `--metrics-bind`: answer what the metrics connections asked, from the
+    /// state the loop has just brought up to date.
+    fn serve_metrics(&mut self) {
+        if let (Some(m), Some(poll)) = (self.metrics.as_mut(), self.poll.as_ref()) {
+            let view = metrics::View {
+                board: self.scoreboard.as_ref(),
+                workers: &self.workers,
+                listeners: &self.listeners,
+                stopping: matches!(self.state, State::Stopping(_)),
+            };
+            m.serve(poll.registry(), &view);
         }
     }
 
@@ -1233,6 +1268,7 @@ impl Master {
             signals.reset_in_child();
         }
         self.poll = None;
+        self.metrics = None;
         self.notify = Notifier::default();
         self.workers.forget_all();
         let listeners = self.listeners.drain(..).map(|l| l.socket).collect();
