@@ -213,6 +213,39 @@ fn counters_move_by_exactly_n_and_survive_a_killed_worker() {
 }
 
 #[test]
+fn counters_survive_a_reload_and_its_exits_count_as_reload() {
+    let (server, metrics) = start(1, &[]);
+    let app = server.addr();
+    for _ in 0..3 {
+        assert_eq!(http::get(app, "/").unwrap().status, 200);
+    }
+    let before = scrape_until(metrics, |s| s.count() >= 3.0);
+    assert_eq!(before.count(), 3.0);
+    let at = "ferricorn_reload_timestamp_seconds{}";
+    server.signal(Signal::SIGHUP);
+    server.wait_log(|l| l.contains("Retiring worker"), T);
+    server.wait_log(|l| l.contains("exited ("), T);
+    let after = scrape_until(metrics, |s| {
+        s.value("ferricorn_worker_exits_total{cause=\"reload\"}") == 1.0
+    });
+    assert_eq!(
+        after.value("ferricorn_worker_exits_total{cause=\"reload\"}"),
+        1.0
+    );
+    assert_eq!(after.count(), 3.0, "no reset after a reload");
+    assert_eq!(after.requests("GET", "2xx"), 3.0);
+    assert!(
+        after.value(at) > before.value(at),
+        "the reload's time is the new one"
+    );
+    assert_eq!(after.value("ferricorn_workers{state=\"ready\"}"), 1.0);
+    assert_eq!(get(metrics, "/readyz").status, 200);
+    assert_eq!(http::get(app, "/").unwrap().status, 200);
+    let last = scrape_until(metrics, |s| s.count() >= 4.0);
+    assert_eq!(last.count(), 4.0);
+}
+
+#[test]
 fn in_flight_is_one_during_a_slow_request() {
     let (server, metrics) = start(1, &[]);
     let in_flight = "ferricorn_requests_in_flight{}";

@@ -531,18 +531,16 @@ impl Conn {
         let mut buf = [0u8; 2048];
         if self.out.is_none() {
             loop {
-                match self.stream.read(&mut buf) {
-                    Ok(0) => return false,
-                    Ok(n) => {
+                match read_now(&mut self.stream, &mut buf) {
+                    Got::Bytes(n) => {
                         self.head.extend_from_slice(&buf[..n]);
                         if let Some(request) = parse_head(&self.head) {
                             self.out = Some(answer(request));
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                    Err(_) => return false,
+                    Got::Later => return true,
+                    Got::End => return false,
                 }
             }
         }
@@ -563,20 +561,40 @@ impl Conn {
         }
         // Answered: wait for the client's close, discarding what it sends.
         loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
+            match read_now(&mut self.stream, &mut buf) {
+                Got::Bytes(_) => {}
+                Got::Later => return true,
+                Got::End => return false,
             }
         }
+    }
+}
+
+/// What one non-blocking read gave.
+enum Got {
+    Bytes(usize),
+    /// Nothing now: the loop will say when there is.
+    Later,
+    /// The peer closed, or the connection failed.
+    End,
+}
+
+fn read_now(stream: &mut TcpStream, buf: &mut [u8]) -> Got {
+    loop {
+        return match stream.read(buf) {
+            Ok(0) => Got::End,
+            Ok(n) => Got::Bytes(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::Later,
+            Err(_) => Got::End,
+        };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::Pid;
 
     #[test]
     fn request_heads() {
@@ -612,6 +630,80 @@ mod tests {
         // A head that never ends is refused once it reaches the limit.
         assert_eq!(parse_head(&vec![b'a'; MAX_HEAD]), Some(Request::TooLarge));
         assert_eq!(parse_head(&vec![b'a'; MAX_HEAD - 1]), None);
+    }
+
+    #[test]
+    fn exit_causes_from_the_masters_records() {
+        type Case = (fn(&mut WorkerSlot), bool, bool, ExitCause);
+        let cases: [Case; 9] = [
+            (|w| w.ready = true, true, false, ExitCause::Crash),
+            (|w| w.ready = true, false, false, ExitCause::Exited),
+            (|_| {}, true, false, ExitCause::BootFailure),
+            (
+                |w| {
+                    w.ready = true;
+                    w.aborted = Some((Instant::now(), "timeout".into()))
+                },
+                true,
+                false,
+                ExitCause::Timeout,
+            ),
+            // A timeout during a stop is still a timeout; a stop's SIGKILL is the stop.
+            (
+                |w| w.aborted = Some((Instant::now(), "timeout".into())),
+                true,
+                true,
+                ExitCause::Timeout,
+            ),
+            (
+                |w| {
+                    w.ready = true;
+                    w.retiring = true;
+                    w.killed_for = Some("the stop deadline passed".into())
+                },
+                true,
+                true,
+                ExitCause::Stop,
+            ),
+            (
+                |w| {
+                    w.ready = true;
+                    w.retiring = true;
+                    w.wants_recycle = true
+                },
+                false,
+                false,
+                ExitCause::MaxRequests,
+            ),
+            (
+                |w| {
+                    w.ready = true;
+                    w.retiring = true;
+                    w.generation = 1
+                },
+                false,
+                false,
+                ExitCause::Reload,
+            ),
+            (
+                |w| {
+                    w.ready = true;
+                    w.retiring = true
+                },
+                false,
+                false,
+                ExitCause::ScaleDown,
+            ),
+        ];
+        for (i, (set, crashed, stopping, expect)) in cases.into_iter().enumerate() {
+            let mut w = WorkerSlot::new(Pid::from_raw(1), 1, 2, (0, 0), pipe_end());
+            set(&mut w);
+            assert_eq!(ExitCause::of(&w, crashed, stopping, 2), expect, "case {i}");
+        }
+    }
+
+    fn pipe_end() -> std::os::fd::OwnedFd {
+        nix::unistd::pipe().unwrap().1
     }
 
     #[test]
