@@ -223,8 +223,21 @@ fn counters_survive_a_reload_and_its_exits_count_as_reload() {
     assert_eq!(before.count(), 3.0);
     let at = "ferricorn_reload_timestamp_seconds{}";
     server.signal(Signal::SIGHUP);
-    server.wait_log(|l| l.contains("Retiring worker"), T);
-    server.wait_log(|l| l.contains("exited ("), T);
+    // Ready all through the reload: a worker of one generation or the other is.
+    let deadline = Instant::now() + T;
+    while server
+        .try_wait_log(|l| l.contains("exited ("), Duration::ZERO)
+        .is_none()
+    {
+        let ready = get(metrics, "/readyz");
+        assert_eq!(ready.status, 200, "during the reload: {}", ready.text());
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not end: {}",
+            server.log()
+        );
+    }
+    assert!(server.log().contains("Retiring worker"), "{}", server.log());
     let after = scrape_until(metrics, |s| {
         s.value("ferricorn_worker_exits_total{cause=\"reload\"}") == 1.0
     });
