@@ -16,6 +16,7 @@ mod django;
 mod flask;
 mod framing;
 mod interpreters;
+mod metrics;
 mod nginx;
 mod notify;
 mod packaging;

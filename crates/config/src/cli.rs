@@ -155,6 +155,10 @@ pub struct Cli {
     #[arg(long = "proxy-allow-from", value_name = "IPS")]
     pub proxy_allow_from: Option<String>,
 
+    /// Serve Prometheus metrics (/metrics) and the /livez and /readyz probes from the master on this HOST:PORT [default: off].
+    #[arg(long = "metrics-bind", value_name = "ADDRESS")]
+    pub metrics_bind: Option<String>,
+
     /// Do not use sendfile(2) for wsgi.file_wrapper responses (default: use it, unless SENDFILE says otherwise).
     #[arg(long = "no-sendfile")]
     pub no_sendfile: bool,
@@ -297,6 +301,7 @@ impl Cli {
             defer_accept: self.no_defer_accept.then_some(false),
             proxy_protocol: self.proxy_protocol.clone().map(StrOrList::Str),
             proxy_allow_ips: self.proxy_allow_from.clone().map(StrOrList::Str),
+            metrics_bind: self.metrics_bind.clone(),
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             limit_request_body: self.limit_request_body,

@@ -100,6 +100,9 @@ pub struct Config {
     pub body_buffer_size: usize,
     /// Accept obs-fold in request heads (gunicorn's option) instead of 400.
     pub permit_obsolete_folding: bool,
+    /// `--metrics-bind`: where the master serves /metrics, /livez and /readyz;
+    /// None = off. Always [`Bind::Tcp`].
+    pub metrics_bind: Option<Bind>,
     /// Peers whose X-Forwarded-Proto (and -Ssl, -Protocol) set wsgi.url_scheme.
     pub forwarded_allow_ips: ferricorn_http::AllowList,
     /// gunicorn.conf.py server hooks to run: the file and the hook names.
@@ -354,8 +357,15 @@ impl Config {
                 ConfigError::new("forwarded_allow_ips", &allow_text, allow_origin, e)
             })?;
 
+        let metrics_bind = s
+            .metrics_bind
+            .as_deref()
+            .map(|m| metrics_bind(m, origin("metrics_bind")))
+            .transpose()?;
+
         Ok(Config {
             app,
+            metrics_bind,
             pidfile: s.pidfile.clone(),
             certfile: s.certfile.clone(),
             keyfile: s.keyfile.clone(),
@@ -472,6 +482,25 @@ fn statsd_settings(
         prefix: text("statsd_prefix", &s.statsd_prefix, &[':', '|'])?,
         tags: text("dogstatsd_tags", &s.dogstatsd_tags, &['|'])?,
     }))
+}
+
+/// `--metrics-bind`: a TCP `HOST:PORT` (`[V6]:PORT`, `:PORT`), port required
+/// (gunicorn's bare `HOST` means port 8000, the app's own).
+fn metrics_bind(text: &str, source: Source) -> Result<Bind, ConfigError> {
+    let refuse = |why: &str| ConfigError::new("metrics_bind", text, source.clone(), why);
+    let tcp = text.strip_prefix("tcp://").unwrap_or(text);
+    let has_port = match tcp.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => tcp.contains(':'),
+    };
+    match Bind::parse(text, source.clone()) {
+        Ok(bind @ Bind::Tcp { .. }) if has_port => Ok(bind),
+        Ok(Bind::Tcp { .. }) => Err(refuse(
+            "expected HOST:PORT, e.g. 127.0.0.1:9100 (the port is required)",
+        )),
+        Ok(_) => Err(refuse("expected a TCP HOST:PORT, e.g. 127.0.0.1:9100")),
+        Err(e) => Err(refuse(&e.reason)),
+    }
 }
 
 /// `(setting, value, source)` for every setting: what the sources gave, or the
@@ -743,6 +772,43 @@ mod tests {
                 port: 9000
             }]
         );
+    }
+
+    #[test]
+    fn metrics_bind_from_each_source_and_refused_forms() {
+        assert_eq!(resolve(&["app:app"], &[]).unwrap().metrics_bind, None);
+        let tcp = |host: &str, port| {
+            Some(Bind::Tcp {
+                host: host.into(),
+                port,
+            })
+        };
+        let c = resolve(&["app:app", "--metrics-bind", "127.0.0.1:9100"], &[]).unwrap();
+        assert_eq!(c.metrics_bind, tcp("127.0.0.1", 9100));
+        let c = resolve(&["app:app"], &[("FERRICORN_METRICS_BIND", "[::1]:0")]).unwrap();
+        assert_eq!(c.metrics_bind, tcp("::1", 0));
+        let file = toml_file("metrics", "metrics_bind = \":9100\"\n");
+        let c = resolve(&["-c", &file, "app:app"], &[]).unwrap();
+        assert_eq!(c.metrics_bind, tcp("0.0.0.0", 9100));
+        for (value, reason) in [
+            ("localhost", "the port is required"),
+            ("[::1]", "the port is required"),
+            ("unix:/run/m.sock", "expected a TCP HOST:PORT"),
+            ("fd://3", "expected a TCP HOST:PORT"),
+            ("127.0.0.1:99999", "the port must be a number"),
+            ("::1:9100", "brackets"),
+        ] {
+            let e = resolve(&["app:app", "--metrics-bind", value], &[]).unwrap_err();
+            let line = e.to_string();
+            assert!(
+                line.starts_with(&format!(
+                    "invalid value `{value}` for `metrics_bind` (from --metrics-bind): "
+                )),
+                "{line}"
+            );
+            assert!(line.contains(reason), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
     }
 
     #[test]

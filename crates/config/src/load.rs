@@ -359,6 +359,7 @@ pub fn flag_for(key: &str) -> &'static str {
         "defer_accept" => "--no-defer-accept",
         "proxy_protocol" => "--proxy-protocol",
         "proxy_allow_ips" => "--proxy-allow-from",
+        "metrics_bind" => "--metrics-bind",
         "header_timeout" => "--header-timeout",
         "body_timeout" => "--body-timeout",
         "limit_request_body" => "--limit-request-body",

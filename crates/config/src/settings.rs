@@ -146,6 +146,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_allow_ips: Option<StrOrList>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_bind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_timeout: Option<f64>,
@@ -213,6 +215,7 @@ pub const NAMES: &[&str] = &[
     "defer_accept",
     "proxy_protocol",
     "proxy_allow_ips",
+    "metrics_bind",
     "header_timeout",
     "body_timeout",
     "limit_request_body",
@@ -288,7 +291,7 @@ pub fn default_text(name: &str) -> &'static str {
         "loglevel" => "\"info\"",
         "worker_connections" => "1000",
         "threads" => "1",
-        "proc_name" => "none",
+        "proc_name" | "metrics_bind" => "none",
         "sendfile" | "defer_accept" => "true",
         "reuse_port" | "permit_obsolete_folding" => "false",
         "proxy_protocol" => "\"off\"",

@@ -20,6 +20,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
 use crate::listeners::{answer_unserved, apply_options, close_drained, stop_admitting, Listener};
+use crate::metrics::{self, ExitCause, Metrics};
 use crate::notify::Notifier;
 use crate::sys::fork_single_threaded;
 use crate::upgrade::{self, Adopted, AdoptedWorker, StartInfo};
@@ -210,6 +211,8 @@ struct Master {
     last_reload: Option<String>,
     /// Why the server stops on its own (workers that cannot boot), for `STATUS=`.
     failure: Option<String>,
+    /// `--metrics-bind` (see metrics.rs).
+    metrics: Option<Metrics>,
 }
 
 impl Master {
@@ -226,6 +229,10 @@ impl Master {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        let metrics = match &config.metrics_bind {
+            Some(bind) => Some(Metrics::bind(bind, poll.registry())?),
+            None => None,
+        };
         let now = Instant::now();
         let inherited = adopted
             .scoreboard_fd
@@ -276,6 +283,7 @@ impl Master {
             notify: Notifier::default(),
             last_reload: None,
             failure: None,
+            metrics,
         })
     }
 
@@ -296,7 +304,7 @@ impl Master {
                 }
             }
             for event in events.iter() {
-                if event.token() != SIGNAL_TOKEN {
+                if event.token() != SIGNAL_TOKEN && !metrics::owns(event.token()) {
                     self.read_reports(Pid::from_raw(event.token().0 as i32));
                 }
             }
@@ -309,6 +317,7 @@ impl Master {
                 self.on_signal(d, reload);
             }
             self.reap();
+            self.serve_metrics();
             self.enforce_timeouts();
             if matches!(&self.state, State::Delaying(d) if Instant::now() >= d.until) {
                 self.end_delay();
@@ -351,6 +360,9 @@ impl Master {
             at = at.min(since + self.config.boot_deadline);
         }
         if let Some(due) = self.notify.watchdog_due() {
+            at = at.min(due);
+        }
+        if let Some(due) = self.metrics.as_ref().and_then(Metrics::next_deadline) {
             at = at.min(due);
         }
         at
@@ -419,6 +431,9 @@ impl Master {
                 );
                 self.generation += 1;
                 self.next_spawn_at = Instant::now();
+                if let Some(m) = self.metrics.as_mut() {
+                    m.reloaded();
+                }
             }
             Action::AddWorker => {
                 let target = self
@@ -462,6 +477,9 @@ impl Master {
     fn apply_config(&mut self, new: Config) {
         if new.binds != self.config.binds {
             warn!("bind changed in the configuration; a reload keeps the current sockets (restart to listen elsewhere)");
+        }
+        if new.metrics_bind != self.config.metrics_bind {
+            warn!("metrics_bind changed in the configuration; a reload keeps the current metrics address (restart to use the new one)");
         }
         if (&new.certfile, &new.keyfile) != (&self.config.certfile, &self.config.keyfile) {
             warn!("certfile or keyfile changed in the configuration; a reload keeps serving the certificate loaded at start (restart to use the new one)");
@@ -814,6 +832,12 @@ impl Master {
         if let Some(events) = self.events.as_mut() {
             events.worker_exited(pid.as_raw(), slot.id);
         }
+        if let Some(m) = self.metrics.as_mut() {
+            let crashed = !matches!(end, WorkerEnd::Code(0));
+            let stopping = matches!(self.state, State::Stopping(_));
+            let cause = ExitCause::of(&slot, crashed, stopping, self.generation);
+            m.worker_exited(&slot, cause, self.scoreboard.as_ref());
+        }
         if let Some(board) = self.scoreboard.as_ref() {
             board.release(slot.slot);
         }
@@ -986,6 +1010,20 @@ impl Master {
                 }
                 Report::Failed { code, message } => slot.failure = Some((code, message)),
             }
+        }
+    }
+
+    /// `--metrics-bind`: answer what the metrics connections asked, from the
+    /// state the loop has just brought up to date.
+    fn serve_metrics(&mut self) {
+        if let (Some(m), Some(poll)) = (self.metrics.as_mut(), self.poll.as_ref()) {
+            let view = metrics::View {
+                board: self.scoreboard.as_ref(),
+                workers: &self.workers,
+                listeners: &self.listeners,
+                stopping: matches!(self.state, State::Stopping(_)),
+            };
+            m.serve(poll.registry(), &view);
         }
     }
 
@@ -1302,6 +1340,7 @@ impl Master {
             signals.reset_in_child();
         }
         self.poll = None;
+        self.metrics = None;
         self.notify = Notifier::default();
         self.workers.forget_all();
         let listeners = self.listeners.drain(..).map(|l| l.socket).collect();

@@ -11,6 +11,7 @@
 mod activation;
 mod arbiter;
 mod listeners;
+mod metrics;
 mod notify;
 mod pidfile;
 mod sys;

@@ -73,6 +73,12 @@ pub fn queued_connections(socket: &impl AsFd) -> io::Result<u32> {
     tcp_info(socket.as_fd().as_raw_fd()).map(|info| info.tcpi_unacked)
 }
 
+/// A listening TCP socket's accept queue: (connections waiting to be accepted,
+/// the most it holds: the backlog as the kernel applies it).
+pub fn accept_queue(socket: &impl AsFd) -> io::Result<(u32, u32)> {
+    tcp_info(socket.as_fd().as_raw_fd()).map(|info| (info.tcpi_unacked, info.tcpi_sacked))
+}
+
 /// Linux's `SO_GET_FILTER` (= `SO_ATTACH_FILTER`), not exported by libc here.
 const SO_GET_FILTER: libc::c_int = 26;
 
@@ -138,6 +144,10 @@ mod tests {
         queued.write_all(b"hello").unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(queued_connections(&listener).unwrap(), 1);
+        // The limit is the backlog std listened with, as the kernel capped it.
+        let (queued_now, limit) = accept_queue(&listener).unwrap();
+        assert_eq!(queued_now, 1);
+        assert!(limit >= 1, "{limit}");
 
         refuse_new_connections(&listener).unwrap();
         assert!(refusing_new_connections(&listener));

@@ -11,6 +11,11 @@
 //! after the fork a worker swaps its inherited mapping for a read-only one, with
 //! only its own slot's page writable (see [`Scoreboard::restrict_to`]); the master
 //! does every assignment itself, and bounds what it reads (see [`Slot::in_request`]).
+//!
+//! The slot also holds the worker's request counters for `--metrics-bind`
+//! (`ferricorn-master`'s metrics module): a few relaxed adds per response, read
+//! by the master, which folds a dead worker's last counts into its own totals
+//! before the slot is assigned again (see [`Counts`]).
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -20,6 +25,7 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -32,6 +38,29 @@ const STUCK_MS: u64 = 20;
 
 /// Bytes of "METHOD target" kept for the timeout log line.
 const LINE_WORDS: usize = 8;
+
+/// The request methods counted apart (the last, `other`, counts the rest), so a
+/// client cannot make the master keep a series per method it invents.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+/// Status classes, by the status code's first digit (anything outside 100-599,
+/// which a response head never carries, counts as 5xx).
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Upper bounds, in µs, of the request-duration histogram's buckets; one more
+/// bucket after them takes the rest (+Inf).
+pub const DURATION_BUCKETS_US: [u64; 11] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+const RESPONSE_KINDS: usize = METHODS.len() * STATUS_CLASSES.len();
+const BUCKETS: usize = DURATION_BUCKETS_US.len() + 1;
+/// The most one slot may contribute to any counter, and to requests in flight:
+/// far above what a worker does in its life (2^48 requests is 9 years at a
+/// million a second), so only a worker writing nonsense meets it, and the
+/// master's sums of such values cannot overflow.
+const MAX_COUNT: u64 = 1 << 48;
+const MAX_IN_APP: u64 = 1 << 20;
 
 /// One worker's entry, alone on its page (the unit a mapping's protection has).
 /// All fields are atomics, so any bit pattern (including the zeroes a fresh
@@ -49,6 +78,97 @@ pub struct Slot {
     conns: AtomicU64,
     /// 1 while the worker accepts connections (ready, not stopping).
     accepting: AtomicU64,
+    /// Calls into the app under way, in all the worker's loops.
+    in_app: AtomicU64,
+    /// Responses by status class and method (`class * METHODS.len() + method`).
+    responses: [AtomicU64; RESPONSE_KINDS],
+    /// Request durations per bucket (not cumulative; the last is +Inf).
+    duration_buckets: [AtomicU64; BUCKETS],
+    duration_sum_us: AtomicU64,
+}
+
+/// What a slot's counters say, as the master read them: each bounded, so sums of
+/// them saturate rather than wrap (see [`MAX_COUNT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// By status class and method: `responses[class][method]`.
+    pub responses: [[u64; METHODS.len()]; STATUS_CLASSES.len()],
+    /// Per bucket of [`DURATION_BUCKETS_US`], not cumulative; the last is +Inf.
+    pub duration_buckets: [u64; BUCKETS],
+    pub duration_sum_us: u64,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            responses: [[0; METHODS.len()]; STATUS_CLASSES.len()],
+            duration_buckets: [0; BUCKETS],
+            duration_sum_us: 0,
+        }
+    }
+}
+
+impl Counts {
+    fn each_mut(&mut self) -> impl Iterator<Item = &mut u64> {
+        self.responses
+            .iter_mut()
+            .flatten()
+            .chain(self.duration_buckets.iter_mut())
+            .chain(std::iter::once(&mut self.duration_sum_us))
+    }
+
+    fn each(&self) -> impl Iterator<Item = u64> + '_ {
+        self.responses
+            .iter()
+            .flatten()
+            .chain(self.duration_buckets.iter())
+            .chain(std::iter::once(&self.duration_sum_us))
+            .copied()
+    }
+
+    /// Add `other` to these, saturating.
+    pub fn add(&mut self, other: &Counts) {
+        for (mine, theirs) in self.each_mut().zip(other.each()) {
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+
+    /// Each counter the larger of the two: what the master keeps of a live
+    /// worker's counts, so that a worker that lowers its own counters cannot
+    /// make a total go down.
+    pub fn raise_to(&mut self, other: &Counts) {
+        for (mine, theirs) in self.each_mut().zip(other.each()) {
+            *mine = (*mine).max(theirs);
+        }
+    }
+
+    /// Requests counted.
+    pub fn requests(&self) -> u64 {
+        self.duration_buckets
+            .iter()
+            .fold(0u64, |n, b| n.saturating_add(*b))
+    }
+}
+
+/// The index of `method` in [`METHODS`].
+fn method_index(method: &[u8]) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| m.as_bytes() == method)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// The index of `status`'s class in [`STATUS_CLASSES`].
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => STATUS_CLASSES.len() - 1,
+    }
+}
+
+/// The bucket of a request that took `us` µs.
+fn bucket_index(us: u64) -> usize {
+    DURATION_BUCKETS_US.partition_point(|&bound| bound < us)
 }
 
 /// The page after the last slot, written by the master only.
@@ -98,6 +218,51 @@ impl Slot {
         self.busy_since_ms.store(0, Ordering::Release);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.beat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Worker, any loop: a call into the app (or into its response iterator)
+    /// begins; [`Slot::leave_app`] when it returns.
+    pub fn enter_app(&self) {
+        self.in_app.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn leave_app(&self) {
+        self.in_app.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Worker, any loop: a response is complete (as the access log records it):
+    /// three relaxed adds.
+    pub fn count_response(&self, method: &[u8], status: u16, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let kind = class_index(status) * METHODS.len() + method_index(method);
+        self.responses[kind].fetch_add(1, Ordering::Relaxed);
+        self.duration_buckets[bucket_index(us)].fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Master: the worker's counters, each bounded (see [`MAX_COUNT`]).
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed).min(MAX_COUNT);
+        for (dst, src) in counts.responses.iter_mut().flatten().zip(&self.responses) {
+            *dst = read(src);
+        }
+        for (dst, src) in counts
+            .duration_buckets
+            .iter_mut()
+            .zip(&self.duration_buckets)
+        {
+            *dst = read(src);
+        }
+        // µs: 2^48 requests of a second each would still fit 2^62.
+        counts.duration_sum_us = self.duration_sum_us.load(Ordering::Relaxed).min(1 << 62);
+        counts
+    }
+
+    /// Master: calls into the app under way (bounded: a worker that leaves
+    /// more calls than it entered wraps the counter, which reads as the bound).
+    pub fn in_app(&self) -> u64 {
+        self.in_app.load(Ordering::Relaxed).min(MAX_IN_APP)
     }
 
     /// Master: (ms in the current request, "METHOD target") if the worker is in
@@ -163,6 +328,15 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.conns.store(0, Ordering::Relaxed);
         self.accepting.store(0, Ordering::Relaxed);
+        self.in_app.store(0, Ordering::Relaxed);
+        for c in self
+            .responses
+            .iter()
+            .chain(&self.duration_buckets)
+            .chain(std::iter::once(&self.duration_sum_us))
+        {
+            c.store(0, Ordering::Relaxed);
+        }
         self.beat_ms.store(now, Ordering::Relaxed);
     }
 }
@@ -454,6 +628,7 @@ impl Scoreboard {
             s.accepting.store(0, Ordering::Relaxed);
             s.conns.store(0, Ordering::Relaxed);
             s.busy_since_ms.store(0, Ordering::Relaxed);
+            s.in_app.store(0, Ordering::Relaxed);
         }
     }
 
@@ -535,6 +710,48 @@ mod tests {
         // Counts a peer wrote cannot overflow the balancing arithmetic.
         assert!(!over_share(u64::MAX, u64::MAX, u64::MAX));
         assert!(over_share(u64::MAX, 3, 3));
+    }
+
+    #[test]
+    fn counters_by_kind_and_bounded_reads() {
+        let board = Scoreboard::new(2).unwrap();
+        board.assign(1);
+        let slot = board.slot(1).unwrap();
+        slot.count_response(b"GET", 200, Duration::from_millis(1));
+        slot.count_response(b"POST", 404, Duration::from_millis(30));
+        slot.count_response(b"BREW", 999, Duration::from_secs(60)); // other, 5xx, +Inf
+        slot.count_response(b"get", 302, Duration::from_micros(5_000)); // case matters: other
+        let c = slot.counts();
+        assert_eq!(c.responses[1][0], 1);
+        assert_eq!(c.responses[3][2], 1);
+        assert_eq!(c.responses[4][7], 1);
+        assert_eq!(c.responses[2][7], 1);
+        // 5 ms is in the 5 ms bucket (le is "less than or equal").
+        assert_eq!(c.duration_buckets, [2, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(c.requests(), 4);
+        assert_eq!(c.duration_sum_us, 1_000 + 30_000 + 60_000_000 + 5_000);
+        slot.enter_app();
+        assert_eq!(slot.in_app(), 1);
+        slot.leave_app();
+        slot.leave_app(); // a lie: wraps, read as the bound
+        assert_eq!(slot.in_app(), MAX_IN_APP);
+        // A worker writing nonsense: each read is bounded, sums saturate.
+        slot.responses[0].store(u64::MAX, Ordering::Relaxed);
+        let lied = slot.counts();
+        assert_eq!(lied.responses[0][0], MAX_COUNT);
+        let mut total = lied;
+        for _ in 0..100_000 {
+            total.add(&lied);
+        }
+        assert!(total.responses[0][0] >= MAX_COUNT);
+        // The master keeps the most it saw: a counter lowered does not lower it.
+        let mut kept = c;
+        kept.raise_to(&Counts::default());
+        assert_eq!(kept, c);
+        // A reassigned slot starts from zero (its counts were folded before).
+        board.assign(1);
+        assert_eq!(slot.counts(), Counts::default());
+        assert_eq!(slot.in_app(), 0);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Ctx<'a, 'py> {
     pub signals: Option<&'a SelfPipe>,
     pub shared: &'a Shared,
     pub slot: Option<&'a Slot>,
+    /// The same slot, for every loop of the worker: its request counters.
+    pub counts: Option<&'a Slot>,
     pub access: &'a mut AccessLog,
     pub trusted: &'a AllowList,
     pub body_timeout: Duration,
@@ -49,6 +51,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
         signals,
         shared,
         slot,
+        counts,
         access,
         trusted,
         body_timeout,
@@ -128,7 +131,9 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     if let Some(slot) = slot {
         slot.enter_request(method, target);
     }
+    counts.inspect(|c| c.enter_app());
     let result = app.call(py, &req, &mut responder);
+    counts.inspect(|c| c.leave_app());
     if let Some(slot) = slot {
         slot.leave_request();
     }
@@ -208,6 +213,7 @@ pub fn dispatch(ctx: Ctx<'_, '_>, conn: &mut Conn, end: Option<usize>) -> bool {
     let keep_alive = responder.keep_alive && !client_gone;
     let elapsed = started.elapsed();
     ferricorn_log::statsd::request(responder.status, elapsed);
+    counts.inspect(|c| c.count_response(method, responder.status, elapsed));
     if access.enabled() {
         access.record(&Entry {
             peer: req.peer,

@@ -915,6 +915,7 @@ impl<'py> Server<'py> {
                             .as_ref()
                             .filter(|_| self.tracks_requests)
                             .and_then(|(b, i)| b.slot(*i)),
+                        counts: self.board.as_ref().and_then(|(b, i)| b.slot(*i)),
                         access: &mut self.access,
                         trusted: &self.settings.trusted,
                         body_timeout: self.settings.body_timeout,
@@ -968,12 +969,15 @@ impl<'py> Server<'py> {
             info,
         )
         .resumed(progress);
+        let counts = self.board.as_ref().and_then(|(b, i)| b.slot(*i));
         if let Some(slot) = slot {
             slot.enter_request(&request.method, &request.target);
         }
+        counts.inspect(|c| c.enter_app());
         self.load.in_app.store(true, Ordering::Relaxed);
         let result = self.app.resume(py, call, &mut responder);
         self.load.in_app.store(false, Ordering::Relaxed);
+        counts.inspect(|c| c.leave_app());
         if let Some(slot) = slot {
             slot.leave_request();
         }
@@ -1008,6 +1012,7 @@ impl<'py> Server<'py> {
         warn_problem(&mut responder, &request.method, &request.target);
         let elapsed = started.elapsed();
         ferricorn_log::statsd::request(responder.status, elapsed);
+        counts.inspect(|c| c.count_response(&request.method, responder.status, elapsed));
         if self.access.enabled() {
             let headers: Vec<(&[u8], &[u8])> = request
                 .headers
