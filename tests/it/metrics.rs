@@ -387,3 +387,20 @@ fn a_bad_metrics_bind_is_one_config_error_before_anything_binds() {
         "{log}"
     );
 }
+
+/// Kubernetes: during `--drain-delay` the pod says it is not ready (so it leaves
+/// the endpoints) while it still serves what keeps coming.
+#[test]
+fn readyz_is_503_during_the_drain_delay_while_requests_are_served() {
+    let (mut server, metrics) = start(1, &["--drain-delay", "2"]);
+    assert_eq!(get(metrics, "/readyz").status, 200);
+    server.signal(Signal::SIGTERM);
+    server.wait_log(|l| l.contains("drain delay (--drain-delay)"), T);
+    assert_eq!(get(metrics, "/readyz").status, 503);
+    assert_eq!(get(metrics, "/livez").status, 200);
+    assert_eq!(
+        crate::util::http::get(server.addr(), "/").unwrap().status,
+        200
+    );
+    server.wait_exit(T);
+}

@@ -1021,7 +1021,7 @@ impl Master {
                 board: self.scoreboard.as_ref(),
                 workers: &self.workers,
                 listeners: &self.listeners,
-                stopping: matches!(self.state, State::Stopping(_)),
+                stopping: matches!(self.state, State::Stopping(_) | State::Delaying(_)),
             };
             m.serve(poll.registry(), &view);
         }
