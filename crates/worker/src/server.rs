@@ -30,7 +30,7 @@ use crate::dispatch::{after_response, dispatch, settle_error, warn_problem, Ctx,
 use crate::inbuf::InBuf;
 use crate::reloader::Reloader;
 use crate::responder::{Responder, Scratch};
-use crate::stream::{Listener, ListenerAddr};
+use crate::stream::Listener;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
 const WAKER_TOKEN: Token = Token(usize::MAX - 2);
@@ -172,9 +172,6 @@ pub struct Server<'py> {
     py: Python<'py>,
     poll: Poll,
     listeners: Vec<Option<Listener>>,
-    /// Each listener's address: a connection's local address, unless the
-    /// listener is bound to a wildcard address.
-    listener_addrs: Vec<ListenerAddr>,
     /// This loop's share of the worker's connections (`--threads`).
     load: Arc<LoopLoad>,
     /// Receive buffers of closed connections, for new ones.
@@ -289,10 +286,8 @@ impl<'py> Server<'py> {
             loads.push(load.clone());
         }
         let mut mio_listeners = Vec::new();
-        let mut listener_addrs = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
-            let (mut l, addr) = Listener::new(l)?;
-            listener_addrs.push(addr);
+            let mut l = Listener::new(l)?;
             poll.registry()
                 .register(&mut l, Token(FIRST_LISTENER - i), Interest::READABLE)?;
             mio_listeners.push(Some(l));
@@ -303,7 +298,6 @@ impl<'py> Server<'py> {
             py,
             poll,
             listeners: mio_listeners,
-            listener_addrs,
             load,
             spare_bufs: Vec::new(),
             just_accepted: Vec::new(),
@@ -607,13 +601,10 @@ impl<'py> Server<'py> {
                 self.accept_retry_at = Instant::now() + ACCEPT_DEFER;
                 return;
             }
-            let (Some(listener), Some(addr)) = (
-                self.listeners.get(i).and_then(Option::as_ref),
-                self.listener_addrs.get(i),
-            ) else {
+            let Some(listener) = self.listeners.get(i).and_then(Option::as_ref) else {
                 return;
             };
-            match listener.accept(addr, self.settings.tls.as_ref()) {
+            match listener.accept(self.settings.tls.as_ref()) {
                 Ok((sock, peer, local)) => {
                     // A TLS handshake is the start of the first head: the header
                     // timeout bounds a client that stalls it, if it is the shorter.

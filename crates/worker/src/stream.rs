@@ -16,9 +16,11 @@ use rustls::ServerConfig;
 
 use crate::tls::TlsStream;
 
+/// A listening socket, with its own address for the connections it accepts:
+/// a wildcard TCP address is replaced by each connection's own.
 pub enum Listener {
-    Tcp(mio::net::TcpListener),
-    Unix(mio::net::UnixListener),
+    Tcp(mio::net::TcpListener, std::net::SocketAddr),
+    Unix(mio::net::UnixListener, Local),
 }
 
 pub enum Stream {
@@ -27,24 +29,13 @@ pub enum Stream {
     Tls(Box<TlsStream>),
 }
 
-/// A listener's own address, for the connections it accepts: a wildcard TCP
-/// address is replaced by each connection's own.
-#[derive(Debug, Clone)]
-pub enum ListenerAddr {
-    Tcp(std::net::SocketAddr),
-    Unix(Local),
-}
-
 impl Listener {
-    pub fn new(l: Listening) -> io::Result<(Listener, ListenerAddr)> {
+    pub fn new(l: Listening) -> io::Result<Listener> {
         l.set_nonblocking(true)?;
         Ok(match l {
             Listening::Tcp(l) => {
                 let addr = l.local_addr()?;
-                (
-                    Listener::Tcp(mio::net::TcpListener::from_std(l)),
-                    ListenerAddr::Tcp(addr),
-                )
+                Listener::Tcp(mio::net::TcpListener::from_std(l), addr)
             }
             Listening::Unix(l) => {
                 let addr = l.local_addr()?;
@@ -52,9 +43,9 @@ impl Listener {
                     .as_pathname()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                (
-                    Listener::Unix(mio::net::UnixListener::from_std(l)),
-                    ListenerAddr::Unix(Local::Unix(Arc::from(path))),
+                Listener::Unix(
+                    mio::net::UnixListener::from_std(l),
+                    Local::Unix(Arc::from(path)),
                 )
             }
         })
@@ -62,13 +53,9 @@ impl Listener {
 
     /// A new connection: the stream, who connected, and where it came in. With
     /// `tls`, a TCP connection is a TLS one (its handshake comes with its first reads).
-    pub fn accept(
-        &self,
-        addr: &ListenerAddr,
-        tls: Option<&Arc<ServerConfig>>,
-    ) -> io::Result<(Stream, Peer, Local)> {
-        match (self, addr) {
-            (Listener::Tcp(l), ListenerAddr::Tcp(listening)) => {
+    pub fn accept(&self, tls: Option<&Arc<ServerConfig>>) -> io::Result<(Stream, Peer, Local)> {
+        match self {
+            Listener::Tcp(l, listening) => {
                 let (sock, peer) = l.accept()?;
                 // Small answers go out at once rather than wait for more.
                 let _ = sock.set_nodelay(true);
@@ -83,24 +70,23 @@ impl Listener {
                 };
                 Ok((stream, Peer::Ip(peer), Local::Ip(local)))
             }
-            (Listener::Unix(l), ListenerAddr::Unix(local)) => {
+            Listener::Unix(l, local) => {
                 let (sock, _) = l.accept()?;
                 Ok((Stream::Unix(sock), Peer::Unix, local.clone()))
             }
-            _ => Err(io::Error::other("listener and address of different kinds")),
         }
     }
 
     pub fn is_unix(&self) -> bool {
-        matches!(self, Listener::Unix(_))
+        matches!(self, Listener::Unix(..))
     }
 }
 
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listener::Tcp(l) => l.as_fd(),
-            Listener::Unix(l) => l.as_fd(),
+            Listener::Tcp(l, _) => l.as_fd(),
+            Listener::Unix(l, _) => l.as_fd(),
         }
     }
 }
@@ -196,8 +182,8 @@ impl AsRawFd for Stream {
 impl Listener {
     fn source(&mut self) -> &mut dyn Source {
         match self {
-            Listener::Tcp(l) => l,
-            Listener::Unix(l) => l,
+            Listener::Tcp(l, _) => l,
+            Listener::Unix(l, _) => l,
         }
     }
 }
