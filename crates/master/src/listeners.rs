@@ -319,21 +319,11 @@ pub fn close_drained(listeners: &mut Vec<Listener>) -> usize {
 pub fn answer_unserved(listeners: Vec<Listener>) -> usize {
     let mut answered = 0;
     for l in listeners {
-        match &l.socket {
-            Listening::Tcp(s) => {
-                while let Ok((conn, _)) = s.accept() {
-                    let _ = conn.set_nonblocking(true);
-                    answer_503(conn, |c| c.shutdown(std::net::Shutdown::Write));
-                    answered += 1;
-                }
-            }
-            Listening::Unix(s) => {
-                while let Ok((conn, _)) = s.accept() {
-                    let _ = conn.set_nonblocking(true);
-                    answer_503(conn, |c| c.shutdown(std::net::Shutdown::Write));
-                    answered += 1;
-                }
-            }
+        // TCP or unix alike: the socket is non-blocking, so this ends at the
+        // queue's end.
+        while let Ok((conn, _)) = socket2::SockRef::from(&l.socket).accept() {
+            answer_503(conn);
+            answered += 1;
         }
         shut_down(&l);
     }
@@ -344,7 +334,9 @@ const STOPPED_BODY: &str = "The server stopped before serving this request.\n";
 
 /// Best effort, never blocking: what the client sent is read first, so that the
 /// close sends a FIN after the answer rather than a reset that may destroy it.
-fn answer_503<C: io::Read + io::Write>(mut conn: C, shut_write: impl Fn(&C) -> io::Result<()>) {
+fn answer_503(mut conn: socket2::Socket) {
+    use std::io::{Read, Write};
+    let _ = conn.set_nonblocking(true);
     let mut buf = [0u8; 16 * 1024];
     for _ in 0..4 {
         match conn.read(&mut buf) {
@@ -357,7 +349,7 @@ fn answer_503<C: io::Read + io::Write>(mut conn: C, shut_write: impl Fn(&C) -> i
         STOPPED_BODY.len()
     );
     let _ = conn.write_all(answer.as_bytes());
-    let _ = shut_write(&conn);
+    let _ = conn.shutdown(std::net::Shutdown::Write);
 }
 
 /// Stop listening for everybody who shares the socket, at once: `shutdown(2)` on a
